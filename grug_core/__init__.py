@@ -1,0 +1,1 @@
+"""grug_core: the trusted "best guess" JAX transformer that every experiment copies."""
