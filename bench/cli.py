@@ -1,0 +1,118 @@
+"""Wall time of `grugctl archive status` on a 1,000-entry archive, next to `python -c "import jax"`.
+
+Builds a throwaway git repository with N experiment files (most committed and present, some deleted),
+then times fresh processes, so interpreter start, imports, YAML parsing, git and rendering all count.
+The target is status < 1 s; importing JAX alone is the yardstick for "feels like a compute tool".
+
+Run: .venv/bin/python bench/cli.py [--entries 1000] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_S = 1.0
+
+
+def grugctl_command() -> list[str]:
+    script = Path(sys.executable).parent / "grugctl"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "grugctl.cli"]
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def build_repo(root: Path, entries: int) -> None:
+    """N experiments: 90% active, 5% superseded (file kept), 5% deleted (file removed in a later commit)."""
+    git(root, "init", "-q")
+    git(root, "config", "user.email", "bench@example.com")
+    git(root, "config", "user.name", "bench")
+    statuses = [
+        "deleted" if i % 20 == 1 else "superseded" if i % 20 == 2 else "active" for i in range(entries)
+    ]
+    for i in range(entries):
+        path = root / f"experiments/speedrun/exp_{i:04d}/exp_{i:04d}.py"
+        path.parent.mkdir(parents=True)
+        path.write_text(f"# experiment {i}\nLEARNING_RATE = {i}e-5\n")
+    (root / "archive.yaml").write_text("version: 1\nexperiments: {}\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "add experiments")
+    first = git(root, "rev-parse", "HEAD")[:12]
+    for i, status in enumerate(statuses):
+        if status == "deleted":
+            (root / f"experiments/speedrun/exp_{i:04d}/exp_{i:04d}.py").unlink()
+    git(root, "commit", "-qam", "delete some experiments")
+    lines = ["# Bench archive.", "version: 1", "core: grug_core", "starter: exp-0000", "", "experiments:"]
+    for i, status in enumerate(statuses):
+        lines += [
+            f"  exp-{i:04d}:",
+            f"    path: experiments/speedrun/exp_{i:04d}/exp_{i:04d}.py",
+            f"    status: {status}",
+            f"    bucket: {('attention', 'block', 'mlp', 'loss', 'optimizer')[i % 5]}",
+            f"    purpose: Experiment {i} tries one idea against the core, measured on the speedrun.",
+            f"    base: {first}",
+            f"    introduced: {first}",
+        ]
+        if status != "active":
+            lines.append(f"    last_known_good: {first}")
+        if status == "superseded":
+            lines.append("    superseded_by: core@pending")
+        lines.append("")
+    (root / "archive.yaml").write_text("\n".join(lines))
+
+
+def wall(cmd: list[str], cwd: Path, repeats: int) -> list[float]:
+    # As a user runs it: bytecode caches allowed (some sandboxes disable them), one warm-up run first.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run(cmd, cwd=cwd, env=env, capture_output=True)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        done = subprocess.run(
+            cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        times.append(time.perf_counter() - start)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed: {done.stderr.strip()}")
+    return times
+
+
+def report(label: str, times: list[float]) -> None:
+    median, best = statistics.median(times), min(times)
+    print(f"{label:<40} median {median:5.2f} s   best {best:5.2f} s   ({len(times)} runs)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    grugctl = grugctl_command()
+    env_note = f"python {sys.version.split()[0]}, {os.cpu_count()} cpus"
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        build_repo(root, args.entries)
+        print(f"archive: {args.entries} entries in a temporary git repository ({env_note})")
+        status = wall([*grugctl, "archive", "status"], root, args.repeats)
+        report("grugctl archive status", status)
+        report(
+            "grugctl archive status --json",
+            wall([*grugctl, "archive", "status", "--json"], root, args.repeats),
+        )
+        report('python -c "import jax"', wall([sys.executable, "-c", "import jax"], root, args.repeats))
+        write = [*grugctl, "archive", "set", "exp-0000", "--notes", "bench", "--archive", "archive.yaml"]
+        report("grugctl archive set (one write)", wall(write, root, 2))
+    verdict = "meets" if statistics.median(status) < TARGET_S else "MISSES"
+    print(f"status {verdict} the {TARGET_S:.0f} s target")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""grugformer starter speedrun: the living entrypoint every experiment is copied from.
+
+Trains the grug_core transformer on byte-level Shakespeare and reports the time to reach the target
+validation loss. The top-level copies of `attention`, `rms_norm`, `mlp`, `block`, `forward`,
+`next_token_loss` and `optimizer` are the edit surfaces: they start identical to grug_core, and the
+train loop below calls these copies, so an edit stays local and `grugctl diff` shows it.
+
+Run:  grugctl run grugformer-starter        (records results in archive.yaml)
+      python experiments/speedrun/grugformer_starter/grugformer_speedrun.py [--steps N] [--seed S]
+          [--out results.json] [--smoke] [--data DIR]
+Diff: grugctl diff grugformer-starter
+"""
+
+# Axes: B batch, S sequence, M model dim, H query heads, K kv heads, D head dim, F mlp dim, V vocab.
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+#@@IMPORTS@@
+from grug_core.data import CorpusMissing, batches, eval_batches
+from grug_core.model import AttentionParams, BlockParams, GrugConfig, GrugParams, init_parameters
+from grug_core.sharding import constrain_activations
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeedrunConfig:
+    model: GrugConfig = GrugConfig(
+        vocab_size=256, hidden_dim=128, intermediate_dim=384, num_layers=4, num_heads=4,
+        num_kv_heads=2, head_dim=32, max_seq_len=128,
+    )
+    batch_size: int = 32
+    seq_len: int = 128
+    steps: int = 1500
+    peak_lr: float = 3e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    z_loss_weight: float = 1e-4
+    eval_every: int = 100
+    eval_batches: int = 8
+    target_val_bpb: float = 2.0
+    log_every: int = 20
+    seed: int = 0
+
+
+SMOKE = SpeedrunConfig(
+    model=GrugConfig(
+        vocab_size=256, hidden_dim=32, intermediate_dim=64, num_layers=2, num_heads=2,
+        num_kv_heads=1, head_dim=16, max_seq_len=32,
+    ),
+    batch_size=4, seq_len=32, steps=2, warmup_steps=1, eval_every=2, eval_batches=1, log_every=1,
+)
+
+# ----------------------------------------------------------------------------- model (copies of grug_core)
+
+#@@MODEL@@
+
+# ----------------------------------------------------------------------------- loss (copy of grug_core.loss)
+
+#@@LOSS@@
+
+# ----------------------------------------------------------------------------- optimizer (copy of grug_core.optim)
+
+#@@OPTIM@@
+
+# ----------------------------------------------------------------------------- train loop
+
+
+def compute_loss(params: GrugParams, tokens: jax.Array, cfg: SpeedrunConfig) -> jax.Array:
+    hidden = forward(params, tokens[:, :-1], cfg.model)
+    return next_token_loss(hidden, params.lm_head, tokens[:, 1:], z_loss_weight=cfg.z_loss_weight)
+
+
+def eval_loss(params: GrugParams, tokens: jax.Array, cfg: SpeedrunConfig) -> jax.Array:
+    # Validation reports plain cross-entropy (no z-loss) so bits per byte stay comparable across runs.
+    hidden = forward(params, tokens[:, :-1], cfg.model)
+    return next_token_loss(hidden, params.lm_head, tokens[:, 1:])
+
+
+def train_step(params, opt_state, tokens, cfg: SpeedrunConfig, tx: optax.GradientTransformation):
+    loss, grads = jax.value_and_grad(compute_loss)(params, tokens, cfg)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+
+def evaluate(eval_fn, params, eval_set) -> float:
+    return float(np.mean([float(eval_fn(params, tokens)) for tokens in eval_set]))
+
+
+def measured_matmul_peak() -> float:
+    """FLOP/s of a large fp32 matmul on this machine, the denominator of the MFU estimate."""
+    a = jnp.ones((1024, 1024), jnp.float32)
+    matmul = jax.jit(lambda x: x @ x)
+    matmul(a).block_until_ready()
+    start = time.perf_counter()
+    for _ in range(5):
+        matmul(a).block_until_ready()
+    return 5 * 2 * 1024**3 / (time.perf_counter() - start)
+
+
+def flops_per_token(cfg: SpeedrunConfig) -> float:
+    m = cfg.model
+    matmul_params = m.num_layers * (
+        m.hidden_dim * m.head_dim * (2 * m.num_heads + 2 * m.num_kv_heads) + 3 * m.hidden_dim * m.intermediate_dim
+    ) + m.hidden_dim * m.vocab_size
+    attention_flops = 12 * m.num_layers * m.num_heads * m.head_dim * cfg.seq_len
+    return 6 * matmul_params + attention_flops
+
+
+def train(cfg: SpeedrunConfig, data_dir: Path | None, progress) -> dict:
+    tx = optimizer(cfg.peak_lr, cfg.steps, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay)
+    params = init_parameters(cfg.model, jax.random.key(cfg.seed))
+    opt_state = tx.init(params)
+    train_data = batches("train", cfg.batch_size, cfg.seq_len, cfg.seed, data_dir=data_dir)
+    eval_set = [jnp.asarray(b) for b in eval_batches("val", cfg.batch_size, cfg.seq_len, cfg.eval_batches, data_dir)]
+
+    compile_start = time.perf_counter()
+    first = jnp.asarray(next(train_data))
+    step_fn = jax.jit(train_step, static_argnums=(3, 4), donate_argnums=(0, 1))
+    step_fn = step_fn.lower(params, opt_state, first, cfg, tx).compile()
+    eval_fn = jax.jit(eval_loss, static_argnums=2).lower(params, eval_set[0], cfg).compile()
+    compile_seconds = time.perf_counter() - compile_start
+
+    curve, train_seconds, time_to_target, tokens = [], 0.0, None, first
+    for step in range(1, cfg.steps + 1):
+        start = time.perf_counter()
+        params, opt_state, loss = step_fn(params, opt_state, tokens)
+        loss = float(loss)  # waits for the step, so the timing below is honest
+        train_seconds += time.perf_counter() - start
+        tokens = jnp.asarray(next(train_data))
+        val = evaluate(eval_fn, params, eval_set) if step % cfg.eval_every == 0 or step == cfg.steps else None
+        if val is not None:
+            curve.append({"step": step, "train_loss": loss, "val_loss": val, "train_seconds": train_seconds})
+            if time_to_target is None and val / math.log(2) <= cfg.target_val_bpb:
+                time_to_target = train_seconds
+        progress(step, loss, val, step * cfg.batch_size * cfg.seq_len / train_seconds)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"training diverged at step {step}: loss is {loss}")
+
+    total_tokens = cfg.steps * cfg.batch_size * cfg.seq_len
+    val_loss = curve[-1]["val_loss"]
+    return {
+        "steps": cfg.steps,
+        "tokens": total_tokens,
+        "compile_seconds": compile_seconds,
+        "train_seconds": train_seconds,
+        "tokens_per_s": total_tokens / train_seconds,
+        "mfu": total_tokens * flops_per_token(cfg) / train_seconds / measured_matmul_peak(),
+        "final_train_loss": curve[-1]["train_loss"],
+        "val_loss": val_loss,
+        "val_bpb": val_loss / math.log(2),
+        "target_val_bpb": cfg.target_val_bpb,
+        "time_to_target_s": time_to_target,
+        "curve": curve,
+    }
+
+
+# ----------------------------------------------------------------------------- progress and results
+
+
+def make_progress(cfg: SpeedrunConfig):
+    """A rich bar on a terminal; plain log lines when piped (CI logs, grugctl run into a file)."""
+    if sys.stdout.isatty():
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(TextColumn("step {task.completed}/{task.total}"), BarColumn(),
+                       TextColumn("{task.fields[status]}"), TimeRemainingColumn())
+        bar.start()
+        task = bar.add_task("train", total=cfg.steps, status="compiling")
+
+        def report(step, loss, val, tokens_per_s):
+            val_text = f" val {val:.4f}" if val is not None else ""
+            bar.update(task, completed=step, status=f"loss {loss:.4f}{val_text} {tokens_per_s:,.0f} tok/s")
+            if step == cfg.steps:
+                bar.stop()
+
+        return report
+
+    def log(step, loss, val, tokens_per_s):
+        if step % cfg.log_every == 0 or val is not None or step == cfg.steps:
+            val_text = f" val_loss {val:.4f} val_bpb {val / math.log(2):.4f}" if val is not None else ""
+            print(f"step {step}/{cfg.steps} loss {loss:.4f}{val_text} tok/s {tokens_per_s:,.0f}", flush=True)
+
+    return log
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None, None
+    return commit.stdout.strip(), bool(status.stdout.strip())
+
+
+def write_json_atomically(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
+        json.dump(payload, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(handle.name, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, help="training steps (default: the config's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="results JSON (default: runs/<id>/<time>-seed<S>.json)")
+    parser.add_argument("--smoke", action="store_true", help="tiny config, 2 steps: checks the file runs")
+    parser.add_argument("--data", type=Path, help="a folder of .txt files instead of Shakespeare")
+    args = parser.parse_args(argv)
+
+    cfg = dataclasses.replace(SMOKE if args.smoke else SpeedrunConfig(), seed=args.seed)
+    if args.steps is not None:
+        cfg = dataclasses.replace(cfg, steps=args.steps, eval_every=min(cfg.eval_every, args.steps))
+    experiment_id = os.environ.get("GRUG_EXPERIMENT_ID") or Path(__file__).parent.name.replace("_", "-")
+    try:
+        summary = train(cfg, args.data, make_progress(cfg))
+    except CorpusMissing as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    commit, dirty = git_state()
+    results = {
+        "experiment": experiment_id,
+        "commit": commit,
+        "dirty": dirty,
+        "seed": cfg.seed,
+        "smoke": args.smoke,
+        "config": dataclasses.asdict(cfg),
+        **summary,
+        "jax_version": jax.__version__,
+        "platform": f"{jax.default_backend()} ({platform.machine()}, {len(jax.devices())} devices)",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    out = args.out or Path("runs") / experiment_id / f"{time.strftime('%Y%m%d-%H%M%S')}-seed{cfg.seed}.json"
+    write_json_atomically(out, results)
+    target = f"{summary['time_to_target_s']:.1f} s" if summary["time_to_target_s"] is not None else "not reached"
+    print(f"val_bpb {summary['val_bpb']:.4f} (target {cfg.target_val_bpb}) time to target {target}; "
+          f"{summary['tokens_per_s']:,.0f} tok/s; results in {out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

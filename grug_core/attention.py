@@ -1,0 +1,219 @@
+# Axes: B batch, S query positions, T key positions (T == S except when the queries are the last S of T
+# keys), H query heads, K kv heads, G = H // K query heads per kv head, D head dim.
+"""Attention for the grugformer: the mask, rotary embeddings and two interchangeable attention paths.
+
+`reference_attention` materialises all [B, K, G, S, T] scores at once. `blockwise_attention` is a
+flash-style online softmax that visits only the (query block, key block) pairs the causal / sliding-window
+structure can reach, so causal attention does about half the work and windowed attention O(S * W).
+Both agree to fp32 rounding, gradients included, and both return exact zeros for a query that sees no key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DEFAULT_BLOCK = 512
+BLOCKWISE_MIN_LEN = 1024
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass, data_fields=["segment_ids"], meta_fields=["is_causal", "sliding_window"]
+)
+@dataclasses.dataclass(frozen=True)
+class AttentionMask:
+    """Which keys each query may see (True = allowed).
+
+    segment_ids [B, T] int32: a query sees only keys of its own segment (packed documents); a negative id
+    marks padding, which sees nothing and is seen by nothing. sliding_window W keeps the last W tokens
+    including self: query i sees key j iff i - W < j <= i, so a window is always causal. When T > S the S
+    queries are the last S of the T positions and take their segment ids from segment_ids[:, T - S:].
+    """
+
+    is_causal: bool = False
+    segment_ids: jax.Array | None = None
+    sliding_window: int | None = None
+
+    def __post_init__(self):
+        if self.sliding_window is not None and self.sliding_window < 1:
+            raise ValueError(f"sliding_window={self.sliding_window} must be at least 1 (self is always kept).")
+
+    def materialize(self, q_len: int, k_len: int) -> jax.Array:
+        return materialize(self, q_len, k_len)
+
+
+def _allowed(mask: AttentionMask, q_pos, k_pos, q_seg, k_seg) -> jax.Array:
+    """q_pos [S], k_pos [T] absolute positions; q_seg [B, S], k_seg [B, T] -> bool [S, T] or [B, S, T]."""
+    offset = q_pos[:, None] - k_pos[None, :]
+    ok = jnp.ones(offset.shape, bool)
+    if mask.is_causal or mask.sliding_window is not None:
+        ok = offset >= 0
+    if mask.sliding_window is not None:
+        ok = ok & (offset < mask.sliding_window)
+    if mask.segment_ids is not None:
+        same = (q_seg[:, :, None] == k_seg[:, None, :]) & (q_seg >= 0)[:, :, None]
+        ok = ok[None] & same
+    return ok
+
+
+def materialize(mask: AttentionMask, q_len: int, k_len: int) -> jax.Array:
+    """bool [S, T], or [B, S, T] when segment ids are set; queries are the last S of the T positions."""
+    if k_len < q_len:
+        raise ValueError(f"k_len={k_len} is shorter than q_len={q_len}; queries must be the last keys.")
+    seg = mask.segment_ids
+    if seg is not None and (seg.ndim != 2 or seg.shape[1] != k_len):
+        raise ValueError(f"segment_ids has shape {seg.shape}; it must be [B, {k_len}] (one id per key).")
+    q_seg = None if seg is None else seg[:, k_len - q_len :]
+    return _allowed(mask, jnp.arange(k_len - q_len, k_len), jnp.arange(k_len), q_seg, seg)
+
+
+def apply_rotary(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+    """x [B, S, H, D], positions [S] or [B, S] -> x rotated by rotate-half RoPE (HF Llama layout)."""
+    d = x.shape[-1]
+    if d % 2:
+        raise ValueError(f"rotary embeddings need an even head dim, got x of shape {x.shape}.")
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+    # bf16 positions * frequencies lose whole radians at long context, so the angles stay in fp32.
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [S, D/2] or [B, S, D/2]
+    cos, sin = jnp.cos(angles)[..., None, :], jnp.sin(angles)[..., None, :]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+def _check_shapes(q, k, v, mask: AttentionMask) -> tuple[int, int, int, int, int, int]:
+    if q.ndim != 4 or k.ndim != 4 or k.shape != v.shape:
+        raise ValueError(
+            f"attention needs q [B,S,H,D] and k, v [B,T,K,D] of equal shape; got q {q.shape}, "
+            f"k {k.shape}, v {v.shape}."
+        )
+    (b, s, h, d), (kb, t, kh, kd) = q.shape, k.shape
+    if b != kb or d != kd or t < s:
+        raise ValueError(f"q {q.shape} and k/v {k.shape} must share batch and head dim, with T >= S.")
+    if h % kh:
+        raise ValueError(f"q {q.shape} has {h} heads, not a multiple of the {kh} kv heads of k/v {k.shape}.")
+    seg = mask.segment_ids
+    if seg is not None and seg.shape != (b, t):
+        raise ValueError(f"segment_ids has shape {seg.shape}; it must be [B, T] = {(b, t)}.")
+    return b, s, t, kh, h // kh, d
+
+
+def _attend_block(q, k, v, allowed, m, l, o):
+    """One online-softmax step. q [B,S,K,G,D], k/v [B,T,K,D], allowed [S,T] or [B,S,T]; running max m and
+    sum l [B,K,G,S] and unnormalised output o [B,K,G,S,D] are fp32."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    s = jnp.einsum("bskgd,btkd->bkgst", q, k, preferred_element_type=jnp.float32) * scale
+    s = jnp.where(allowed[:, None, None] if allowed.ndim == 3 else allowed, s, -jnp.inf)
+    # Softmax is invariant to the shift, so the max needs no gradient (and max's gradient is ill-defined
+    # on ties and on rows that are all -inf).
+    m_new = jax.lax.stop_gradient(jnp.maximum(m, s.max(-1)))
+    # A row with no visible key yet has max -inf; shifting it by 0 keeps exp(-inf - -inf) = NaN out, so
+    # its p and correction are exact zeros in the forward pass and in the gradient.
+    shift = jnp.where(jnp.isneginf(m_new), 0.0, m_new)
+    p = jnp.exp(s - shift[..., None])
+    correction = jnp.exp(m - shift)
+    pv = jnp.einsum("bkgst,btkd->bkgsd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return m_new, l * correction + p.sum(-1), o * correction[..., None] + pv
+
+
+def _init_stats(b, kh, g, s, d):
+    m = jnp.full((b, kh, g, s), -jnp.inf, jnp.float32)
+    return m, jnp.zeros((b, kh, g, s), jnp.float32), jnp.zeros((b, kh, g, s, d), jnp.float32)
+
+
+def _normalize(o, l, dtype):
+    """[B,K,G,S,D] fp32 -> dtype; a row that saw no key has l == 0 and o == 0 and stays 0."""
+    return (o / jnp.where(l == 0.0, 1.0, l)[..., None]).astype(dtype)
+
+
+def reference_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask) -> jax.Array:
+    """q [B,S,H,D], k/v [B,T,K,D] -> [B,S,H,D]; materialises every score, for tests and short sequences."""
+    b, s, t, kh, g, d = _check_shapes(q, k, v, mask)
+    stats = _init_stats(b, kh, g, s, d)
+    _, l, o = _attend_block(q.reshape(b, s, kh, g, d), k, v, materialize(mask, s, t), *stats)
+    return _normalize(o, l, q.dtype).transpose(0, 3, 1, 2, 4).reshape(b, s, kh * g, d)
+
+
+def visible_blocks(
+    mask: AttentionMask, q_len: int, k_len: int, block_q: int, block_k: int
+) -> list[tuple[int, int]]:
+    """(query block, key block) pairs holding at least one allowed (i, j) under the causal / window band,
+    in query-block order. Segment ids are runtime data, so they never remove a block statically."""
+    causal, window = mask.is_causal or mask.sliding_window is not None, mask.sliding_window
+    pairs = []
+    for qb in range(q_len // block_q):
+        first_q = k_len - q_len + qb * block_q
+        last_q = first_q + block_q - 1
+        for kb in range(k_len // block_k):
+            first_k, last_k = kb * block_k, (kb + 1) * block_k - 1
+            if causal and first_k > last_q:
+                continue
+            if window is not None and last_k <= first_q - window:
+                continue
+            pairs.append((qb, kb))
+    return pairs
+
+
+def blockwise_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: AttentionMask,
+    *,
+    block_q: int = DEFAULT_BLOCK,
+    block_k: int = DEFAULT_BLOCK,
+) -> jax.Array:
+    """q [B,S,H,D], k/v [B,T,K,D] -> [B,S,H,D]; one scan step per visible (query block, key block) pair."""
+    b, s, t, kh, g, d = _check_shapes(q, k, v, mask)
+    if s % block_q or t % block_k:
+        raise ValueError(
+            f"blockwise attention needs S={s} divisible by block_q={block_q} and T={t} by block_k={block_k}; "
+            "pick other block sizes or use implementation='reference'."
+        )
+    pairs = visible_blocks(mask, s, t, block_q, block_k)
+    q_ids = np.array([qb for qb, _ in pairs], np.int32)
+    k_ids = np.array([kb for _, kb in pairs], np.int32)
+    starts = np.concatenate([[True], q_ids[1:] != q_ids[:-1]])
+    q_blocks = q.reshape(b, s // block_q, block_q, kh, g, d).swapaxes(0, 1)  # [S/bq, B, bq, K, G, D]
+    k_blocks = k.reshape(b, t // block_k, block_k, kh, d).swapaxes(0, 1)  # [T/bk, B, bk, K, D]
+    v_blocks = v.reshape(b, t // block_k, block_k, kh, d).swapaxes(0, 1)
+    seg = mask.segment_ids
+
+    def step(carry, xs):
+        out, *stats = carry
+        qb, kb, start = xs
+        stats = [jnp.where(start, init, x) for init, x in zip(_init_stats(b, kh, g, block_q, d), stats)]
+        q_first, k_first = t - s + qb * block_q, kb * block_k
+        q_seg = k_seg = None
+        if seg is not None:
+            q_seg = jax.lax.dynamic_slice_in_dim(seg, q_first, block_q, axis=1)
+            k_seg = jax.lax.dynamic_slice_in_dim(seg, k_first, block_k, axis=1)
+        allowed = _allowed(mask, q_first + jnp.arange(block_q), k_first + jnp.arange(block_k), q_seg, k_seg)
+        m, l, o = _attend_block(q_blocks[qb], k_blocks[kb], v_blocks[kb], allowed, *stats)
+        # Writing the normalised block after every step is cheaper than branching on "last key block of
+        # this query block" (one [bq, D] divide against a [bq, bk, D] matmul); the last write wins.
+        return (out.at[qb].set(_normalize(o, l, q.dtype)), m, l, o), None
+
+    out = jnp.zeros((s // block_q, b, kh, g, block_q, d), q.dtype)
+    (out, *_), _ = jax.lax.scan(step, (out, *_init_stats(b, kh, g, block_q, d)), (q_ids, k_ids, starts))
+    return out.transpose(1, 0, 4, 2, 3, 5).reshape(b, s, kh * g, d)
+
+
+def attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask, *, implementation: str | None = None
+) -> jax.Array:
+    """q [B,S,H,D], k/v [B,T,K,D] -> [B,S,H,D] in q.dtype. implementation: None, "reference", "blockwise"."""
+    s, t = q.shape[1], k.shape[1]
+    if implementation is None:
+        fits_blocks = s % DEFAULT_BLOCK == 0 and t % DEFAULT_BLOCK == 0
+        implementation = "blockwise" if t >= BLOCKWISE_MIN_LEN and fits_blocks else "reference"
+    if implementation == "reference":
+        return reference_attention(q, k, v, mask)
+    if implementation == "blockwise":
+        return blockwise_attention(q, k, v, mask)
+    raise ValueError(f"implementation={implementation!r} is unknown; use None, 'reference' or 'blockwise'.")
