@@ -28,7 +28,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-
 from jax.sharding import PartitionSpec as P
 
 from grug_core.attention import AttentionMask, apply_rotary, attention
@@ -89,8 +88,14 @@ class GrugParams:
 def init_parameters(cfg: GrugConfig, key: jax.Array) -> GrugParams:
     """Normal(0, init_std) matrices, with output projections scaled down by depth (GPT-2) so the
     residual stream's variance does not grow with the number of layers."""
-    M, H, K, D, F, V = (cfg.hidden_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
-                        cfg.intermediate_dim, cfg.vocab_size)
+    M, H, K, D, F, V = (
+        cfg.hidden_dim,
+        cfg.num_heads,
+        cfg.num_kv_heads,
+        cfg.head_dim,
+        cfg.intermediate_dim,
+        cfg.vocab_size,
+    )
     std, out_std = cfg.init_std, cfg.init_std / (2 * cfg.num_layers) ** 0.5
     keys = iter(jax.random.split(key, 2 + 7 * cfg.num_layers))
 

@@ -11,8 +11,12 @@ experiments: id -> entry with the keys in FIELDS. Conventions:
 
 Reading composes YAML nodes with libyaml (PyYAML's C parser): ruamel's pure-Python parser takes ~2.7 s on
 a 1,000-entry archive, libyaml ~0.1 s, and its nodes still carry line:column for error messages.
-Writing goes through update_archive only: lock, ruamel round-trip (comments, key order and blank lines
-survive), re-validate what would be written with the reader, then an atomic replace.
+Every write goes through _rewrite: take the lock (a file beside archive.yaml), re-read and validate,
+edit a ruamel round-trip document (comments, key order and blank lines survive), validate the exact text
+that would be written with the reader, then replace the file atomically. update_archive edits the whole
+document; update_entries (behind set_fields, add_entry, append_result) round-trips only the lines of
+the entries it touches, since ruamel needs ~5 s for a whole 1,000-entry archive, and falls back to the
+whole document whenever the splice cannot be proven to leave every other entry as it was.
 """
 
 from __future__ import annotations
@@ -143,7 +147,7 @@ def _purpose(value: str) -> str:
 
 
 def _results(value: Any) -> tuple:
-    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, dict) for item in value):
         raise ValueError("must be a list of mappings (one per recorded run)")
     return tuple(value)
 
@@ -675,8 +679,8 @@ def _is_block(value: Any) -> bool:
     return isinstance(value, (CommentedMap, CommentedSeq)) and len(value) > 0 and not value.fa.flow_style()
 
 
-def _tail(node: Any, key: Any = None) -> tuple[list, int]:
-    """The comment slot after the last line of `node[key]` (or of `node` itself when key is None)."""
+def _tail(node: Any, key: Any = None) -> tuple[list, int, Any]:
+    """(comment slot, index, scalar) for the last line of `node[key]` (or of `node` when key is None)."""
     from ruamel.yaml.comments import CommentedMap
 
     if key is None:
@@ -685,21 +689,34 @@ def _tail(node: Any, key: Any = None) -> tuple[list, int]:
     if _is_block(value):
         return _tail(value)
     slot = node.ca.items.setdefault(key, [None, None, None, None])
-    return slot, 2 if isinstance(node, CommentedMap) else 0
+    return slot, 2 if isinstance(node, CommentedMap) else 0, value
 
 
-def _carry_comment(old: tuple[list, int], new: tuple[list, int], blank_line: bool) -> None:
+def _block_scalar(value: Any) -> bool:
+    from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
+
+    return isinstance(value, (LiteralScalarString, FoldedScalarString))
+
+
+def _carry_comment(old: tuple[list, int, Any], new: tuple[list, int, Any], blank_line: bool) -> None:
     """Comment lines and blank lines that followed the old last line now follow the inserted node;
-    the old line keeps only its own end-of-line comment."""
+    the old line keeps only its own end-of-line comment. A plain scalar's comment text starts with its
+    end of line ('# eol' or a bare newline); a block scalar (`|`) has already ended its line."""
     from ruamel.yaml.error import CommentMark
     from ruamel.yaml.tokens import CommentToken
 
-    slot, index = old
+    slot, index, value = old
     token = slot[index]
-    value = token.value if token is not None else "\n"
-    eol, _, rest = value.partition("\n") if value.startswith("#") else ("", "", value[1:])
-    keep = eol + "\n" + ("\n" if blank_line else "")
-    if keep == "\n":
+    if _block_scalar(value):
+        text = token.value if token is not None else ""
+        rest = " " * token.column + text if text.startswith("#") else text  # its indent lived in the mark
+        keep = "\n" if blank_line else ""
+    else:
+        text = token.value if token is not None else "\n"
+        eol, _, rest = text.partition("\n") if text.startswith("#") else ("", "", text[1:])
+        keep = eol + "\n" + ("\n" if blank_line else "")
+        keep = "" if keep == "\n" else keep
+    if not keep:
         slot[index] = None
     elif token is None:
         slot[index] = CommentToken(keep, CommentMark(0))
@@ -707,18 +724,21 @@ def _carry_comment(old: tuple[list, int], new: tuple[list, int], blank_line: boo
         slot[index] = copy.copy(token)
         slot[index].value = keep
     if rest:
-        new_slot, new_index = new
-        new_slot[new_index] = CommentToken("\n" + rest, CommentMark(0))
+        new_slot, new_index, new_value = new
+        new_slot[new_index] = CommentToken(rest if _block_scalar(new_value) else "\n" + rest, CommentMark(0))
 
 
-def _blank_separated(experiments: Any) -> bool:
-    """Whether entries are separated by blank lines (new ones follow suit); True for a fresh archive."""
-    if len(experiments) < 2:
+def _blank_separated(data: bytes) -> bool:
+    """Whether the last two entries are separated by a blank line (new ones follow suit); True for
+    fewer than two entries. Read from the text: ruamel hides blank lines after block scalars."""
+    span = _experiments_span(data)
+    if span is None or len(span[1]) < 2:
         return True
-    slot, index = _tail(experiments, list(experiments.keys())[-2])
-    token = slot[index]
-    value = token.value if token is not None else "\n"
-    return value.partition("\n")[2].startswith("\n")
+    lines = data.decode("utf-8-sig").splitlines()
+    row = span[1][-1] - 1
+    while row > 0 and lines[row].lstrip().startswith("#"):
+        row -= 1
+    return not lines[row].strip()
 
 
 def _to_rt(value: Any) -> Any:
@@ -798,6 +818,8 @@ def add_entries(path: Path | str, entries: list[dict], *, dry_run: bool = False)
     if repeated:
         raise GrugError(f"ids {', '.join(repeated)} are given more than once; each id may appear once")
 
+    blank = _blank_separated(_read(Path(path)))  # layout only, so reading outside the lock is fine
+
     def edit(experiments: Any, archive: Archive) -> None:
         taken = [i for i in ids if i in archive.experiments]
         if taken:
@@ -805,7 +827,6 @@ def add_entries(path: Path | str, entries: list[dict], *, dry_run: bool = False)
                 f"{', '.join(taken)} already in {archive.path.name}; choose ids that are not taken"
             )
         for entry_id, fields in clean:
-            blank = _blank_separated(experiments)
             old = _tail(experiments) if len(experiments) else None
             experiments[entry_id] = _to_rt(fields)
             if old is not None:
@@ -1182,21 +1203,21 @@ def _md_field(name: str, raw: str) -> tuple[Any, bool]:
         return (sha.group(1).lower(), bool(sha.group(2).strip(" .,;"))) if sha else (None, True)
     if name == "status":
         word = re.split(r"[\s(,;:]", value.lower(), maxsplit=1)[0].strip("`*_.")
-        return (word, word != value.lower()) if word in STATUSES else (None, True)
+        return (word, word != value.lower()) if word in STATUSES else (None, True)  # e.g. 'archived'
     if name == "origin":
         return (value, False) if ID_RE.match(value) else (None, True)
-    if name == "purpose":
-        return " ".join(value.split()), "\n" in value
+    if name == "purpose":  # a wrapped Markdown line is one line of text
+        return " ".join(value.split()), False
     return value, False
 
 
 def _md_entry(label: str, number: int, heading: str, items: list[list]) -> tuple[dict | None, list[str]]:
     """One section as entry fields (superseded_by still raw), plus messages; None when it cannot convert."""
-    messages, extra, fields = [], [], {}
+    renamed, messages, extra, fields, unread = [], [], [], {}, {}
     entry_id = _md_value(heading)
     if not ID_RE.match(entry_id):
         entry_id = re.sub(r"[^a-z0-9]+", "-", entry_id.lower()).strip("-")
-        messages.append(f"{label}:{number}: heading '{heading}' became id '{entry_id}'")
+        renamed.append(f"{label}:{number}: heading '{heading}' became id '{entry_id}'")
     for line, key, raw in items:
         name = MD_FIELDS.get(key.lower()) if key else None
         if name is None or name in fields:
@@ -1205,16 +1226,21 @@ def _md_entry(label: str, number: int, heading: str, items: list[list]) -> tuple
         value, keep_line = _md_field(name, raw) if name != "superseded_by" else (raw, False)
         if value is not None:
             fields[name] = value
+        elif keep_line:
+            unread[name] = f"`- {key}: {raw}`"
         if keep_line:
             extra.append(f"{key}: {raw}")
             messages.append(f"{label}:{line}: {entry_id}: kept '{key}: {raw}' in notes")
     if extra:
         fields["notes"] = "\n".join(filter(None, [fields.get("notes"), *extra]))
     missing = [name for name in REQUIRED if name not in fields]
-    if not entry_id or missing:
-        what = ", ".join(f"a {m.replace('_', ' ')} line" for m in missing) or "a usable heading"
-        return None, messages + [f"{label}:{number}: '### {heading}' has no {what}; add it and import again"]
-    return {"id": entry_id, **fields}, messages
+    if entry_id and not missing:
+        return {"id": entry_id, **fields}, renamed + messages
+    problems = [
+        f"{unread[m]} is not usable" if m in unread else f"no `- {m.capitalize()}:` line" for m in missing
+    ]
+    why = "; ".join(problems) or "no id in its heading"
+    return None, renamed + [f"{label}:{number}: '### {heading}' not imported: {why}; fix it and import again"]
 
 
 def _md_successor(entry: dict, raw: str, by_path: dict[str, str], ids: set[str]) -> str | None:

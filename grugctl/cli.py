@@ -29,7 +29,8 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 archive_app = typer.Typer(
-    help="Read and edit archive.yaml, the experiments' paper trail.\n\nExample: grugctl archive status --json",
+    help="Read and edit archive.yaml, the experiments' paper trail.\n\n"
+    "Example: grugctl archive status --json",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -85,6 +86,7 @@ def _warn(messages: list[str], prefix: str = "warning") -> None:
 
 
 STATUS_STYLE = {"active": "green", "superseded": "yellow", "deleted": "dim"}
+MAX_WARNINGS = 20
 
 
 def _status_line(cells: list[str], widths: list[int], styles: list[str | None]) -> Text:
@@ -97,7 +99,7 @@ def _status_line(cells: list[str], widths: list[int], styles: list[str | None]) 
     return line
 
 
-def _render_status(report: dict) -> None:
+def _status_table(report: dict) -> None:
     headers = ["id", "status", "bucket", "file", "introduced", "last known-good", "purpose"]
     rows = [
         [
@@ -107,30 +109,37 @@ def _render_status(report: dict) -> None:
         for r in report["experiments"]
     ]  # fmt: skip
     widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
-    # A terminal cuts only purpose (show prints it whole); a pipe or a file gets every line whole.
-    if out.is_terminal:
-        widths[-1] = min(widths[-1], max(10, out.width - sum(widths[:-1]) - 2 * (len(widths) - 1)))
-    if rows and not out.is_terminal:  # no colour to add: plain text is 10x faster than rich on 1,000 rows
-        sys.stdout.write(
-            "".join(_status_line(row, widths, [None] * len(row)).plain + "\n" for row in [headers, *rows])
-        )
-    elif rows:
-        lines = [_status_line(headers, widths, ["bold"] * len(headers))]
-        for row in rows:
-            missing = "red" if row[3] == "missing" else None
-            lines.append(
-                _status_line(row, widths, [None, STATUS_STYLE[row[1]], None, missing, None, None, None])
-            )
-        out.print(Text("\n").join(lines))
+    if not rows:
+        return
+    if not out.is_terminal:  # a pipe or file gets whole lines, no colour: plain text is 10x faster than rich
+        plain = [None] * len(headers)
+        sys.stdout.write("".join(_status_line(row, widths, plain).plain + "\n" for row in [headers, *rows]))
+        return
+    # A terminal cuts only purpose; `archive show` prints it whole.
+    widths[-1] = min(widths[-1], max(10, out.width - sum(widths[:-1]) - 2 * (len(widths) - 1)))
+    lines = [_status_line(headers, widths, ["bold"] * len(headers))]
+    for row in rows:
+        styles = [None, STATUS_STYLE[row[1]], None, "red" if row[3] == "missing" else None, None, None, None]
+        lines.append(_status_line(row, widths, styles))
+    out.print(Text("\n").join(lines))
+
+
+def _render_status(report: dict) -> None:
+    _status_table(report)
     s = report["summary"]
     shown = f"showing {s['shown']} of " if s["shown"] != s["total"] else ""
+    plural = lambda n, word: f"{n} {word}{'s' * (n != 1)}"
     out.print(
-        f"{shown}{s['total']} experiments: {s['active']} active, {s['superseded']} superseded, "
-        f"{s['deleted']} deleted; {s['warnings']} warnings",
+        f"{shown}{plural(s['total'], 'experiment')}: {s['active']} active, {s['superseded']} superseded, "
+        f"{s['deleted']} deleted; {plural(s['warnings'], 'warning')}",
         markup=False,
         highlight=False,
     )
-    _warn([w["message"] for w in report["warnings"]])
+    messages = [w["message"] for w in report["warnings"]]
+    if len(messages) > MAX_WARNINGS:  # a broken archive should not bury the table
+        more = f"... and {len(messages) - MAX_WARNINGS} more; `grugctl archive status --json` lists all"
+        messages = messages[:MAX_WARNINGS] + [more]
+    _warn(messages)
 
 
 @archive_app.command("status")
@@ -156,7 +165,10 @@ def archive_status(
         return archive.status_report(loaded, status=status, bucket=bucket)
 
     data = guarded(report)
-    _json_out(data) if as_json else _render_status(data)
+    if as_json:
+        _json_out(data)
+    else:
+        _render_status(data)
 
 
 @archive_app.command("show")
@@ -185,11 +197,7 @@ def archive_show(
     for key, value in data.items():
         if key in ("results", "warnings"):
             continue
-        shown = (
-            {True: "yes", False: "missing", None: "-"}.get(value, value)
-            if not isinstance(value, str)
-            else value
-        )
+        shown = ("yes" if value else "missing") if key == "file_present" else "-" if value is None else value
         table.add_row(Text(key, style="bold"), Text(str(shown)))
     for number, result in enumerate(data["results"], 1):
         table.add_row(
@@ -237,6 +245,7 @@ def archive_set(
     changed = guarded(edit)
     verb = "would set" if dry_run else "set"
     for name, old, new in changed:
+        old, new = ("(unset)" if v is None else v for v in (old, new))
         out.print(f"{verb} {experiment_id}.{name}: {old} -> {new}", markup=False, highlight=False)
     if not changed:
         out.print(f"{experiment_id}: nothing changed", markup=False, highlight=False)

@@ -215,7 +215,7 @@ def test_blockwise_matches_reference_with_gradients(name, blocks):
     np.testing.assert_allclose(jax.jit(blk)(q, k, v), ref(q, k, v), atol=1e-5)
     grads_ref = jax.grad(lambda *a: loss(ref, *a), argnums=(0, 1, 2))(q, k, v)
     grads_blk = jax.jit(jax.grad(lambda *a: loss(blk, *a), argnums=(0, 1, 2)))(q, k, v)
-    for g_ref, g_blk in zip(grads_ref, grads_blk):
+    for g_ref, g_blk in zip(grads_ref, grads_blk, strict=False):
         np.testing.assert_allclose(g_blk, g_ref, atol=1e-5)
 
 
@@ -306,7 +306,7 @@ def test_visible_blocks_cover_every_allowed_pair():
     for mask in (AttentionMask(is_causal=True), AttentionMask(sliding_window=3), AttentionMask(sliding_window=9)):
         for s, t, bq, bk in ((16, 16, 4, 4), (8, 16, 2, 4), (16, 16, 8, 2)):
             allowed = np.asarray(materialize(mask, s, t))
-            needed = {(i // bq, j // bk) for i, j in zip(*np.nonzero(allowed))}
+            needed = {(i // bq, j // bk) for i, j in zip(*np.nonzero(allowed), strict=False)}
             assert set(visible_blocks(mask, s, t, bq, bk)) == needed
 
 

@@ -8,15 +8,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from grug_core.loss import next_token_loss
 
 from grug_core.attention import AttentionMask
-from grug_core.loss import next_token_loss
 from grug_core.model import GrugConfig, GrugParams, forward, init_parameters, logits, parameter_specs
 from grug_core.optim import optimizer
 
 TINY = GrugConfig(
-    vocab_size=64, hidden_dim=32, intermediate_dim=64, num_layers=2, num_heads=4, num_kv_heads=2,
-    head_dim=8, max_seq_len=32,
+    vocab_size=64,
+    hidden_dim=32,
+    intermediate_dim=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    max_seq_len=32,
 )
 
 

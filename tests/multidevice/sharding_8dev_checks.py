@@ -5,15 +5,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from grug_core.loss import next_token_loss
 from jax.sharding import NamedSharding, PartitionSpec
 
-from grug_core.loss import next_token_loss
 from grug_core.model import GrugConfig, forward, init_parameters, parameter_specs
 from grug_core.sharding import batch_sharding, make_mesh, shard
 
 CFG = GrugConfig(
-    vocab_size=64, hidden_dim=32, intermediate_dim=64, num_layers=2, num_heads=4, num_kv_heads=2,
-    head_dim=8, max_seq_len=32,
+    vocab_size=64,
+    hidden_dim=32,
+    intermediate_dim=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    max_seq_len=32,
 )
 
 
@@ -60,8 +66,14 @@ def test_parameters_carry_the_intended_specs():
 
 def test_non_dividing_mesh_fails_with_the_parameter_dimension_and_axis():
     cfg = GrugConfig(
-        vocab_size=64, hidden_dim=32, intermediate_dim=64, num_layers=1, num_heads=4, num_kv_heads=1,
-        head_dim=8, max_seq_len=32,
+        vocab_size=64,
+        hidden_dim=32,
+        intermediate_dim=64,
+        num_layers=1,
+        num_heads=4,
+        num_kv_heads=1,
+        head_dim=8,
+        max_seq_len=32,
     )
     mesh = make_mesh(data=4, model=2)
     with pytest.raises(ValueError) as error:
