@@ -1014,12 +1014,18 @@ def status_report(archive: Archive, *, status: str | None = None, bucket: str | 
     return {"archive": str(archive.path), "summary": summary, "experiments": rows, "warnings": warnings}
 
 
-def show_report(archive: Archive, entry_id: str) -> dict:
+def get_entry(archive: Archive, entry_id: str) -> Entry:
+    """The entry, or the one-sentence error every command gives for an unknown id."""
     if entry_id not in archive.experiments:
         hint = _did_you_mean(entry_id, list(archive.experiments))
         raise GrugError(
-            f"no experiment '{entry_id}' in {archive.path.name}{hint}; `grugctl archive status` lists ids"
+            f"no experiment '{entry_id}' in {archive.path.name}{hint}; `grugctl archive status` lists the ids"
         )
+    return archive.experiments[entry_id]
+
+
+def show_report(archive: Archive, entry_id: str) -> dict:
+    get_entry(archive, entry_id)
     report = status_report(archive)
     row = next(r for r in report["experiments"] if r["id"] == entry_id)
     return row | {"warnings": [w for w in report["warnings"] if w["id"] == entry_id]}

@@ -186,7 +186,7 @@ def module_imports(node: ast.stmt) -> list[Import]:
 
 
 def load_core(core_dir: Path) -> Core:
-    """Parse every `<core>/*.py` except `__init__.py`."""
+    """Parse the core's bucket modules (attention.py, model.py, loss.py, optim.py)."""
     if not core_dir.is_dir():
         raise GrugError(f"core package {core_dir} does not exist; check `core:` in archive.yaml.")
     sources = {p.stem: p.read_text(encoding="utf-8") for p in sorted(core_dir.glob("*.py"))}
@@ -198,7 +198,9 @@ def load_core_sources(package: str, sources: Mapping[str, str]) -> Core:
     modules: dict[str, Module] = {}
     homes: dict[str, list[str]] = {}
     for stem in sorted(sources):
-        if stem == "__init__":
+        # Only the bucket modules hold edit surfaces; data.py and sharding.py are plumbing that
+        # experiments import, and a harness `main` must not be mistaken for data.main.
+        if stem not in MODULE_BUCKETS:
             continue
         modules[stem] = parse_module(sources[stem], f"{package}/{stem}.py")
         for name in modules[stem].definitions:

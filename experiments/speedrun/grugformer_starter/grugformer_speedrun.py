@@ -31,19 +31,33 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-#@@IMPORTS@@
+from grug_core.attention import (
+    BLOCKWISE_MIN_LEN,
+    DEFAULT_BLOCK,
+    AttentionMask,
+    apply_rotary,
+    blockwise_attention,
+    reference_attention,
+)
 from grug_core.data import CorpusMissing, batches, eval_batches
-from grug_core.model import AttentionParams, BlockParams, GrugConfig, GrugParams, init_parameters
+from grug_core.loss import blockwise_cross_entropy, split_into_blocks
+from grug_core.model import BlockParams, GrugConfig, GrugParams, init_parameters
 from grug_core.sharding import constrain_activations
 
-# ----------------------------------------------------------------------------- config
+# ---------------------------------------------------------------- config
 
 
 @dataclasses.dataclass(frozen=True)
 class SpeedrunConfig:
     model: GrugConfig = GrugConfig(
-        vocab_size=256, hidden_dim=128, intermediate_dim=384, num_layers=4, num_heads=4,
-        num_kv_heads=2, head_dim=32, max_seq_len=128,
+        vocab_size=256,
+        hidden_dim=128,
+        intermediate_dim=384,
+        num_layers=4,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=32,
+        max_seq_len=128,
     )
     batch_size: int = 32
     seq_len: int = 128
@@ -61,25 +75,135 @@ class SpeedrunConfig:
 
 SMOKE = SpeedrunConfig(
     model=GrugConfig(
-        vocab_size=256, hidden_dim=32, intermediate_dim=64, num_layers=2, num_heads=2,
-        num_kv_heads=1, head_dim=16, max_seq_len=32,
+        vocab_size=256,
+        hidden_dim=32,
+        intermediate_dim=64,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=1,
+        head_dim=16,
+        max_seq_len=32,
     ),
-    batch_size=4, seq_len=32, steps=2, warmup_steps=1, eval_every=2, eval_batches=1, log_every=1,
+    batch_size=4,
+    seq_len=32,
+    steps=2,
+    warmup_steps=1,
+    eval_every=2,
+    eval_batches=1,
+    log_every=1,
 )
 
-# ----------------------------------------------------------------------------- model (copies of grug_core)
+# ---------------------------------------------------------------- model (copies of grug_core)
 
-#@@MODEL@@
 
-# ----------------------------------------------------------------------------- loss (copy of grug_core.loss)
+def attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask, *, implementation: str | None = None
+) -> jax.Array:
+    """q [B,S,H,D], k/v [B,T,K,D] -> [B,S,H,D] in q.dtype. implementation: None, "reference", "blockwise"."""
+    s, t = q.shape[1], k.shape[1]
+    if implementation is None:
+        fits_blocks = s % DEFAULT_BLOCK == 0 and t % DEFAULT_BLOCK == 0
+        implementation = "blockwise" if t >= BLOCKWISE_MIN_LEN and fits_blocks else "reference"
+    if implementation == "reference":
+        return reference_attention(q, k, v, mask)
+    if implementation == "blockwise":
+        return blockwise_attention(q, k, v, mask)
+    raise ValueError(f"implementation={implementation!r} is unknown; use None, 'reference' or 'blockwise'.")
 
-#@@LOSS@@
 
-# ----------------------------------------------------------------------------- optimizer (copy of grug_core.optim)
+def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
+    # The mean of squares is taken in fp32: in bf16 it underflows for small activations.
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return (normed * weight).astype(x.dtype)
 
-#@@OPTIM@@
 
-# ----------------------------------------------------------------------------- train loop
+def mlp(params: BlockParams, x: jax.Array) -> jax.Array:
+    gate = jnp.einsum("bsm,mf->bsf", x, params.w_gate)
+    up = jnp.einsum("bsm,mf->bsf", x, params.w_up)
+    return jnp.einsum("bsf,fm->bsm", jax.nn.silu(gate) * up, params.w_down)
+
+
+def block(
+    params: BlockParams, x: jax.Array, cfg: GrugConfig, mask: AttentionMask, positions: jax.Array
+) -> jax.Array:
+    h = rms_norm(x, params.attn_norm, cfg.norm_eps)
+    q = apply_rotary(jnp.einsum("bsm,mhd->bshd", h, params.attn.w_q), positions, cfg.rope_theta)
+    k = apply_rotary(jnp.einsum("bsm,mkd->bskd", h, params.attn.w_k), positions, cfg.rope_theta)
+    v = jnp.einsum("bsm,mkd->bskd", h, params.attn.w_v)
+    x = x + jnp.einsum("bshd,hdm->bsm", attention(q, k, v, mask), params.attn.w_o)
+    x = constrain_activations(x)
+    x = x + mlp(params, rms_norm(x, params.mlp_norm, cfg.norm_eps))
+    return constrain_activations(x)
+
+
+def forward(
+    params: GrugParams, tokens: jax.Array, cfg: GrugConfig, mask: AttentionMask | None = None
+) -> jax.Array:
+    """tokens [B, S] int -> final hidden states [B, S, M] (normed, before the LM head)."""
+    seq_len = tokens.shape[1]
+    if seq_len > cfg.max_seq_len:
+        raise ValueError(f"sequence length {seq_len} exceeds max_seq_len={cfg.max_seq_len}")
+    mask = AttentionMask(is_causal=True) if mask is None else mask
+    positions = jnp.arange(seq_len, dtype=jnp.int32)
+    x = constrain_activations(params.token_embed[tokens])
+    for block_params in params.blocks:
+        x = block(block_params, x, cfg, mask, positions)
+    return rms_norm(x, params.final_norm, cfg.norm_eps)
+
+
+# ---------------------------------------------------------------- loss (copy of grug_core.loss)
+
+
+def next_token_loss(
+    hidden: jax.Array,
+    lm_head: jax.Array,
+    labels: jax.Array,
+    *,
+    loss_mask: jax.Array | None = None,
+    z_loss_weight: float = 0.0,
+    logit_soft_cap: float | None = None,
+    block_size: int = 1024,
+) -> jax.Array:
+    """hidden [B, S, M] or [T, M], lm_head [M, V], labels [B, S] or [T] (already shifted: hidden[t]
+    predicts labels[t]) -> mean over unmasked tokens of cross-entropy + z_loss_weight * logsumexp^2."""
+    h_blocks, label_blocks, weights, _ = split_into_blocks(hidden, labels, loss_mask, block_size)
+    return blockwise_cross_entropy(h_blocks, lm_head, label_blocks, weights, z_loss_weight, logit_soft_cap)
+
+
+# ---------------------------------------------------------------- optimizer (copy of grug_core.optim)
+
+
+def optimizer(
+    peak_lr: float,
+    total_steps: int,
+    *,
+    warmup_steps: int = 100,
+    min_lr_ratio: float = 0.1,
+    weight_decay: float = 0.1,
+    beta1: float = 0.9,
+    beta2: float = 0.95,
+    eps: float = 1e-8,
+    grad_clip: float = 1.0,
+) -> optax.GradientTransformation:
+    # Short runs (smoke tests) still need a schedule with some decay after the warmup.
+    warmup_steps = min(warmup_steps, total_steps // 2)
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=peak_lr,
+        warmup_steps=warmup_steps,
+        decay_steps=max(total_steps, warmup_steps + 1),
+        end_value=peak_lr * min_lr_ratio,
+    )
+    # Norm scales and other vectors are not decayed: pulling them to zero only fights the norm.
+    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+    return optax.chain(
+        optax.clip_by_global_norm(grad_clip),
+        optax.adamw(schedule, b1=beta1, b2=beta2, eps=eps, weight_decay=weight_decay, mask=decay_mask),
+    )
+
+
+# ---------------------------------------------------------------- train loop
 
 
 def compute_loss(params: GrugParams, tokens: jax.Array, cfg: SpeedrunConfig) -> jax.Array:
@@ -116,9 +240,10 @@ def measured_matmul_peak() -> float:
 
 def flops_per_token(cfg: SpeedrunConfig) -> float:
     m = cfg.model
-    matmul_params = m.num_layers * (
-        m.hidden_dim * m.head_dim * (2 * m.num_heads + 2 * m.num_kv_heads) + 3 * m.hidden_dim * m.intermediate_dim
-    ) + m.hidden_dim * m.vocab_size
+    attn = m.hidden_dim * m.head_dim * (2 * m.num_heads + 2 * m.num_kv_heads)
+    matmul_params = (
+        m.num_layers * (attn + 3 * m.hidden_dim * m.intermediate_dim) + m.hidden_dim * m.vocab_size
+    )
     attention_flops = 12 * m.num_layers * m.num_heads * m.head_dim * cfg.seq_len
     return 6 * matmul_params + attention_flops
 
@@ -128,7 +253,8 @@ def train(cfg: SpeedrunConfig, data_dir: Path | None, progress) -> dict:
     params = init_parameters(cfg.model, jax.random.key(cfg.seed))
     opt_state = tx.init(params)
     train_data = batches("train", cfg.batch_size, cfg.seq_len, cfg.seed, data_dir=data_dir)
-    eval_set = [jnp.asarray(b) for b in eval_batches("val", cfg.batch_size, cfg.seq_len, cfg.eval_batches, data_dir)]
+    eval_set = eval_batches("val", cfg.batch_size, cfg.seq_len, cfg.eval_batches, data_dir)
+    eval_set = [jnp.asarray(tokens) for tokens in eval_set]
 
     compile_start = time.perf_counter()
     first = jnp.asarray(next(train_data))
@@ -171,7 +297,7 @@ def train(cfg: SpeedrunConfig, data_dir: Path | None, progress) -> dict:
     }
 
 
-# ----------------------------------------------------------------------------- progress and results
+# ---------------------------------------------------------------- progress and results
 
 
 def make_progress(cfg: SpeedrunConfig):
@@ -179,8 +305,12 @@ def make_progress(cfg: SpeedrunConfig):
     if sys.stdout.isatty():
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-        bar = Progress(TextColumn("step {task.completed}/{task.total}"), BarColumn(),
-                       TextColumn("{task.fields[status]}"), TimeRemainingColumn())
+        bar = Progress(
+            TextColumn("step {task.completed}/{task.total}"),
+            BarColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeRemainingColumn(),
+        )
         bar.start()
         task = bar.add_task("train", total=cfg.steps, status="compiling")
 
@@ -201,13 +331,13 @@ def make_progress(cfg: SpeedrunConfig):
 
 
 def git_state() -> tuple[str | None, bool | None]:
-    here = Path(__file__).resolve().parent
+    git = lambda *args: subprocess.run(
+        ["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, check=True
+    ).stdout.strip()
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, check=True)
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain"))
     except (OSError, subprocess.CalledProcessError):
         return None, None
-    return commit.stdout.strip(), bool(status.stdout.strip())
 
 
 def write_json_atomically(path: Path, payload: dict) -> None:
@@ -252,9 +382,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = args.out or Path("runs") / experiment_id / f"{time.strftime('%Y%m%d-%H%M%S')}-seed{cfg.seed}.json"
     write_json_atomically(out, results)
-    target = f"{summary['time_to_target_s']:.1f} s" if summary["time_to_target_s"] is not None else "not reached"
-    print(f"val_bpb {summary['val_bpb']:.4f} (target {cfg.target_val_bpb}) time to target {target}; "
-          f"{summary['tokens_per_s']:,.0f} tok/s; results in {out}", flush=True)
+    reached = summary["time_to_target_s"]
+    target = f"{reached:.1f} s" if reached is not None else "not reached"
+    print(
+        f"val_bpb {summary['val_bpb']:.4f} (target {cfg.target_val_bpb}) time to target {target}; "
+        f"{summary['tokens_per_s']:,.0f} tok/s; results in {out}",
+        flush=True,
+    )
     return 0
 
 
