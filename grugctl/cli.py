@@ -396,5 +396,219 @@ def diff(
         raise typer.Exit(1)
 
 
+# ---------------------------------------------------------------- grugctl promote / delete / restore
+
+
+def _say(text: str = "") -> None:
+    out.print(text, markup=False, highlight=False)
+
+
+def _confirm(question: str, yes: bool) -> None:
+    """Ask on a terminal unless --yes; a pipe or CI goes ahead (such invocations are deliberate)."""
+    if yes or not sys.stdin.isatty():
+        return
+    if not typer.confirm(question, default=False):
+        err.print("nothing changed", markup=False, highlight=False)
+        raise typer.Exit(1)
+
+
+def _render_promote_plan(plan, dry_run: bool) -> None:
+    from grugctl.promote import GATE_TESTS_ENV
+
+    verb = "would promote" if dry_run else "promote"
+    _say(f"{verb} {plan.id} ({', '.join(plan.buckets)}) into the core: {', '.join(plan.names)}")
+    for path, names in plan.modules.items():
+        _say(f"  {path}: {', '.join(names)}")
+    for path, statements in plan.imports.items():
+        _say("\n".join(f"  {path}: add `{s}`" for s in statements))
+    if plan.starter_names:
+        _say(f"  {plan.starter}: the starter's copies of {', '.join(plan.starter_names)}")
+    sha = plan.last_known_good[:12] if plan.last_known_good else "-"
+    status = "deleted" if plan.delete else "superseded"
+    _say(f"  archive.yaml: {plan.id} {status}, superseded_by core@pending, last_known_good {sha}")
+    if plan.delete:
+        _say(f"  remove {plan.delete_target}{' (git rm)' if plan.delete_tracked else ''}")
+    tests = f"pytest {' '.join(plan.tests)}" if plan.tests else "no core tests"
+    narrowed = f" (narrowed by ${GATE_TESTS_ENV})" if plan.narrowed else ""
+    _say(f"  gate: {tests}{narrowed}; {plan.starter} --smoke")
+    if plan.commit:
+        _say(f"  commit on a new branch {plan.branch}, then record its SHA in archive.yaml (a second commit)")
+    _warn(list(plan.warnings))
+    if plan.core_diff:
+        _say()
+        sys.stdout.write(plan.core_diff)
+        sys.stdout.flush()
+
+
+def _render_promoted(plan, outcome) -> None:
+    gate = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in outcome.gate.seconds.items())
+    where = "; ".join(f"{', '.join(names)} into {path}" for path, names in plan.modules.items())
+    _say(f"promoted {where}; gate passed ({gate})")
+    status = "deleted" if plan.delete else "superseded"
+    _say(f"archive.yaml: {plan.id} {status}, superseded_by {outcome.superseded_by}")
+    for path, tests in plan.covering.items():
+        if tests:
+            _say(f"lock the new behaviour with a test: {path} is covered by {', '.join(tests)}")
+        else:
+            _say(f"no test imports {path}: add one that locks the new behaviour")
+    if outcome.commit:
+        record = f"; its SHA recorded in {outcome.record_commit[:12]}" if outcome.record_commit else ""
+        _say(f"committed {outcome.commit[:12]} on branch {plan.branch}{record}")
+    else:
+        _warn(
+            [f"commit, then `grugctl archive set {plan.id} --superseded-by core@<sha>` with its SHA"],
+            prefix="hint",
+        )
+    _warn(list(outcome.warnings))
+
+
+@app.command()
+def promote(
+    experiment_id: str = typer.Argument(..., metavar="ID", help="The experiment to promote."),
+    only: str | None = typer.Option(None, "--only", help="Promote only these definitions (NAME,NAME...)."),
+    bucket: str | None = typer.Option(None, "--bucket", help="Promote only this bucket's definitions."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and core diff; write nothing."),
+    delete_after: bool = typer.Option(False, "--delete", help="Also remove the experiment's folder."),
+    commit: bool = typer.Option(False, "--commit", help="Commit on a new branch promote/ID."),
+    allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Proceed with uncommitted changes."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    archive_path: ArchiveOption = None,
+) -> None:
+    """Splice an experiment's changed definitions into grug_core and the starter, behind a test gate.
+
+    The gate runs the core tests and the starter's --smoke run; if anything fails (or you press
+    Ctrl-C) every touched file is restored byte for byte and the command exits 1.
+
+    Example: grugctl promote relu-squared --dry-run
+    """
+    from grugctl import promote as promoting
+
+    archive = _load_archive(archive_path)
+    names = (only or "").split(",")
+    plan = guarded(
+        lambda: promoting.plan_promote(
+            archive, experiment_id, only=names, bucket=bucket, allow_dirty=allow_dirty,
+            delete=delete_after, commit=commit,
+        )
+    )  # fmt: skip
+    _render_promote_plan(plan, dry_run)
+    if dry_run:
+        return
+    _confirm(f"Promote {', '.join(plan.names)} from {plan.id} into the core?", yes)
+    progress = lambda message: err.print(message, markup=False, highlight=False)
+    try:
+        outcome = promoting.promote(archive, plan, progress)
+    except promoting.GateFailed as error:
+        err.print("--- last lines of the failing step's output ---", markup=False, highlight=False)
+        err.print(error.tail, markup=False, highlight=False)
+        raise fail(str(error), error.exit_code) from None
+    except GrugError as error:
+        raise fail(str(error), error.exit_code) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted; every touched file was restored and nothing was promoted.", 130) from None
+    _render_promoted(plan, outcome)
+
+
+@app.command("delete")
+def delete_command(
+    experiment_id: str = typer.Argument(..., metavar="ID", help="The experiment to delete."),
+    superseded_by: str | None = typer.Option(
+        None, "--superseded-by", help="Its successor: an experiment id, core@<sha> or core@pending."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would happen; write nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    archive_path: ArchiveOption = None,
+) -> None:
+    """Remove an experiment's folder (git rm) and mark it deleted, recording its last known good commit.
+
+    `grugctl restore ID` brings it back byte for byte from that commit.
+
+    Example: grugctl delete relu-squared --superseded-by core@pending
+    """
+    from grugctl import lifecycle
+
+    archive = _load_archive(archive_path)
+    plan = guarded(lambda: lifecycle.plan_delete(archive, experiment_id, superseded_by))
+    verb = ("would remove", "would mark") if dry_run else ("remove", "mark")
+    how = "git rm" if plan.tracked else "not tracked by git"
+    _say(f"{verb[0]} {plan.target} ({len(plan.files)} file(s), {how})")
+    successor = f", superseded_by {plan.superseded_by}" if plan.superseded_by else ""
+    _say(f"{verb[1]} {plan.id} deleted, last_known_good {plan.last_known_good[:12]}{successor}")
+    _warn(list(plan.warnings))
+    if dry_run:
+        return
+    _confirm(f"Delete {plan.id}?", yes)
+    guarded(lambda: lifecycle.delete(archive, plan))
+    _say(f"deleted {plan.id}; `grugctl restore {plan.id}` brings it back from {plan.last_known_good[:12]}")
+
+
+@app.command("restore")
+def restore_command(
+    experiment_id: str = typer.Argument(..., metavar="ID", help="A deleted or superseded experiment."),
+    as_id: str | None = typer.Option(None, "--as", help="Register it under this new id (origin: ID)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would happen; write nothing."),
+    archive_path: ArchiveOption = None,
+) -> None:
+    """Bring an experiment back, byte for byte, from its last known good commit, and mark it active.
+
+    Example: grugctl restore relu-squared --as relu-squared-again
+    """
+    from grugctl import lifecycle
+
+    archive = _load_archive(archive_path)
+    plan = guarded(lambda: lifecycle.plan_restore(archive, experiment_id, as_id))
+    if not dry_run:
+        guarded(lambda: lifecycle.restore(archive, plan))
+    verb = "would write" if dry_run else "wrote"
+    for at_sha, dest, _ in plan.files:
+        renamed = f" (was {at_sha})" if at_sha != dest else ""
+        _say(f"{verb} {dest}{renamed} from {plan.sha[:12]}")
+    verb = ("would register", "would mark") if dry_run else ("registered", "marked")
+    if plan.new_id is not None:
+        _say(f"{verb[0]} {plan.new_id}: active, origin {plan.id}, base {plan.sha[:12]}")
+    else:
+        _say(f"{verb[1]} {plan.id} active")
+    _warn(list(plan.warnings), prefix="note")
+
+
+# ---------------------------------------------------------------- grugctl run
+
+
+@app.command("run")
+def run_command(
+    entry_id: str = typer.Argument(..., metavar="ID", help="The experiment to train."),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="Training steps (default: the file's)."),
+    seed: int = typer.Option(0, "--seed", help="First seed."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Number of seeds: seed, seed+1, ..."),
+    smoke: bool = typer.Option(False, "--smoke", help="Tiny config, 2 steps: checks the file runs."),
+    record: bool = typer.Option(True, "--record/--no-record", help="Append each seed's summary to results."),
+    archive_path: ArchiveOption = None,
+) -> None:
+    """Train an experiment in a child process and record each seed's results in archive.yaml.
+
+    The run's JSON goes to runs/<id>/; progress streams from the child.
+
+    Example: grugctl run grugformer-starter --seeds 3
+    """
+    from grugctl import runner
+
+    archive = _load_archive(archive_path)
+    summaries = guarded(
+        lambda: runner.run_experiment(
+            archive, entry_id, seeds=list(range(seed, seed + seeds)), steps=steps, smoke=smoke, record=record
+        )
+    )
+    for summary in summaries:
+        reached = summary["time_to_target_s"]
+        target = "not reached" if reached is None else f"{reached:.1f} s"
+        err.print(
+            f"seed {summary['seed']}: val_bpb {summary['val_bpb']:.4f}, time to target {target}, "
+            f"{summary['tokens_per_s']:,.0f} tok/s"
+            + (f"; recorded in {archive.path.name}" if record else ""),
+            markup=False,
+            highlight=False,
+        )
+
+
 if __name__ == "__main__":
     sys.exit(app())
