@@ -1,0 +1,183 @@
+"""Tokens/s and MFU of a full grug_core train step against a naive plain-JAX transformer of the same
+shape, both run here in one process, with MFU against a matmul peak measured in the same process.
+
+    python bench/train_step.py            # d256 L4 T256 B16 and a larger config
+    python bench/train_step.py --quick    # the small config only, fewer repeats
+
+Target: grug_core >= 1.25x the naive reference's tokens/s.
+"""
+
+# Axes: B batch, S sequence, M model dim, H heads, K kv heads, D head dim, F mlp dim, V vocab.
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from grug_core.loss import next_token_loss
+from grug_core.model import GrugConfig, forward, init_parameters
+from grug_core.optim import optimizer
+
+TARGET_RATIO = 1.25
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    name: str
+    cfg: GrugConfig
+    batch: int
+
+
+SHAPES = (
+    Shape(
+        "d256 L4 T256 B16",
+        GrugConfig(
+            hidden_dim=256,
+            intermediate_dim=768,
+            num_layers=4,
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=64,
+            max_seq_len=256,
+        ),
+        16,
+    ),
+    Shape(
+        "d384 L6 T512 B8",
+        GrugConfig(
+            hidden_dim=384,
+            intermediate_dim=1024,
+            num_layers=6,
+            num_heads=6,
+            num_kv_heads=2,
+            head_dim=64,
+            max_seq_len=512,
+        ),
+        8,
+    ),
+)
+
+
+# ---------------------------------------------------------------- the naive reference
+
+
+def naive_rope(x, theta):
+    d = x.shape[-1]
+    angles = jnp.arange(x.shape[1])[:, None] * (1.0 / theta ** (jnp.arange(0, d, 2) / d))[None, :]
+    cos, sin = jnp.cos(angles)[None, :, None, :], jnp.sin(angles)[None, :, None, :]
+    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+def naive_norm(x, w, eps):
+    return x / jnp.sqrt(jnp.mean(x**2, axis=-1, keepdims=True) + eps) * w
+
+
+def naive_loss(params, tokens, cfg: GrugConfig):
+    """What a first implementation looks like: repeated K/V, a full [S, S] mask, full logits."""
+    inputs, labels = tokens[:, :-1], tokens[:, 1:]
+    s = inputs.shape[1]
+    x = params.token_embed[inputs]
+    causal = jnp.tril(jnp.ones((s, s), bool))
+    for p in params.blocks:
+        h = naive_norm(x, p.attn_norm, cfg.norm_eps)
+        q = naive_rope(jnp.einsum("bsm,mhd->bshd", h, p.attn.w_q), cfg.rope_theta)
+        k = naive_rope(jnp.einsum("bsm,mkd->bskd", h, p.attn.w_k), cfg.rope_theta)
+        v = jnp.einsum("bsm,mkd->bskd", h, p.attn.w_v)
+        repeat = cfg.num_heads // cfg.num_kv_heads
+        k, v = jnp.repeat(k, repeat, axis=2), jnp.repeat(v, repeat, axis=2)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(cfg.head_dim)
+        weights = jax.nn.softmax(jnp.where(causal, scores, -jnp.inf), axis=-1)
+        x = x + jnp.einsum("bqhd,hdm->bqm", jnp.einsum("bhqk,bkhd->bqhd", weights, v), p.attn.w_o)
+        h = naive_norm(x, p.mlp_norm, cfg.norm_eps)
+        x = x + (jax.nn.silu(h @ p.w_gate) * (h @ p.w_up)) @ p.w_down
+    logits = naive_norm(x, params.final_norm, cfg.norm_eps) @ params.lm_head
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.mean(jnp.take_along_axis(log_probs, labels[..., None], axis=-1))
+
+
+def grug_loss(params, tokens, cfg: GrugConfig):
+    hidden = forward(params, tokens[:, :-1], cfg)
+    return next_token_loss(hidden, params.lm_head, tokens[:, 1:])
+
+
+# ---------------------------------------------------------------- measurement
+
+
+def make_step(loss_fn, cfg: GrugConfig, tx: optax.GradientTransformation):
+    def step(params, opt_state, tokens):
+        loss, grads = jax.value_and_grad(loss_fn)(params, tokens, cfg)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def seconds_per_step(loss_fn, shape: Shape, repeats: int) -> float:
+    cfg = shape.cfg
+    tx = optimizer(1e-3, 1000, warmup_steps=10)
+    params = init_parameters(cfg, jax.random.key(0))
+    opt_state = tx.init(params)
+    tokens = jax.random.randint(jax.random.key(1), (shape.batch, cfg.max_seq_len + 1), 0, cfg.vocab_size)
+    step = make_step(loss_fn, cfg, tx)
+    params, opt_state, loss = step(params, opt_state, tokens)  # compile and warm up
+    loss.block_until_ready()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        params, opt_state, loss = step(params, opt_state, tokens)
+        loss.block_until_ready()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak(n: int = 1024, repeats: int = 10) -> float:
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    matmul = jax.jit(lambda x: x @ x)
+    matmul(a).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a).block_until_ready()
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / min(times)
+
+
+def flops_per_token(cfg: GrugConfig) -> float:
+    """6N for the matmul parameters plus attention's 12 * L * H * D * S (forward and backward)."""
+    attn = cfg.hidden_dim * cfg.head_dim * (2 * cfg.num_heads + 2 * cfg.num_kv_heads)
+    matmul_params = cfg.num_layers * (attn + 3 * cfg.hidden_dim * cfg.intermediate_dim)
+    matmul_params += cfg.hidden_dim * cfg.vocab_size
+    return 6 * matmul_params + 12 * cfg.num_layers * cfg.num_heads * cfg.head_dim * cfg.max_seq_len
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the small config only, fewer repeats")
+    args = parser.parse_args()
+    shapes, repeats = (SHAPES[:1], 3) if args.quick else (SHAPES, 5)
+    peak = matmul_peak()
+    print(
+        f"jax {jax.__version__} on {jax.default_backend()}; measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s"
+    )
+    for shape in shapes:
+        tokens = shape.batch * shape.cfg.max_seq_len
+        grug = tokens / seconds_per_step(grug_loss, shape, repeats)
+        naive = tokens / seconds_per_step(naive_loss, shape, repeats)
+        mfu = lambda tps: tps * flops_per_token(shape.cfg) / peak
+        ratio = grug / naive
+        verdict = "PASS" if ratio >= TARGET_RATIO else "MISS"
+        print(
+            f"{shape.name}: grug_core {grug:,.0f} tok/s (MFU {mfu(grug):.1%}), naive {naive:,.0f} tok/s "
+            f"(MFU {mfu(naive):.1%}), ratio {ratio:.2f}x  [{verdict}: target >= {TARGET_RATIO}x]"
+        )
+
+
+if __name__ == "__main__":
+    main()
