@@ -164,13 +164,15 @@ def main() -> None:
     shapes, repeats = (SHAPES[:1], 3) if args.quick else (SHAPES, 5)
     peak = matmul_peak()
     print(
-        f"jax {jax.__version__} on {jax.default_backend()}; measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s"
+        f"jax {jax.__version__} on {jax.default_backend()}; "
+        f"measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s"
     )
     for shape in shapes:
         tokens = shape.batch * shape.cfg.max_seq_len
         grug = tokens / seconds_per_step(grug_loss, shape, repeats)
         naive = tokens / seconds_per_step(naive_loss, shape, repeats)
-        mfu = lambda tps: tps * flops_per_token(shape.cfg) / peak
+        flops = flops_per_token(shape.cfg)
+        mfu = lambda tps, flops=flops: tps * flops / peak
         ratio = grug / naive
         verdict = "PASS" if ratio >= TARGET_RATIO else "MISS"
         print(

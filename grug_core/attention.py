@@ -41,7 +41,9 @@ class AttentionMask:
 
     def __post_init__(self):
         if self.sliding_window is not None and self.sliding_window < 1:
-            raise ValueError(f"sliding_window={self.sliding_window} must be at least 1 (self is always kept).")
+            raise ValueError(
+                f"sliding_window={self.sliding_window} must be at least 1 (self is always kept)."
+            )
 
     def materialize(self, q_len: int, k_len: int) -> jax.Array:
         return materialize(self, q_len, k_len)
@@ -187,17 +189,24 @@ def blockwise_attention(
     def step(carry, xs):
         out, *stats = carry
         qb, kb, start = xs
-        stats = [jnp.where(start, init, x) for init, x in zip(_init_stats(b, kh, g, block_q, d), stats)]
+        stats = [
+            jnp.where(start, init, x)
+            for init, x in zip(_init_stats(b, kh, g, block_q, d), stats, strict=True)
+        ]
         q_first, k_first = t - s + qb * block_q, kb * block_k
         q_seg = k_seg = None
         if seg is not None:
             q_seg = jax.lax.dynamic_slice_in_dim(seg, q_first, block_q, axis=1)
             k_seg = jax.lax.dynamic_slice_in_dim(seg, k_first, block_k, axis=1)
         allowed = _allowed(mask, q_first + jnp.arange(block_q), k_first + jnp.arange(block_k), q_seg, k_seg)
-        m, l, o = _attend_block(q_blocks[qb], k_blocks[kb], v_blocks[kb], allowed, *stats)
+        # dynamic_slice / dynamic_update_slice rather than x[i] / x.at[i].set: those lower to gather /
+        # scatter, which compile and differentiate far more slowly.
+        take = lambda blocks, i: jax.lax.dynamic_index_in_dim(blocks, i, keepdims=False)
+        m, l, o = _attend_block(take(q_blocks, qb), take(k_blocks, kb), take(v_blocks, kb), allowed, *stats)
         # Writing the normalised block after every step is cheaper than branching on "last key block of
         # this query block" (one [bq, D] divide against a [bq, bk, D] matmul); the last write wins.
-        return (out.at[qb].set(_normalize(o, l, q.dtype)), m, l, o), None
+        out = jax.lax.dynamic_update_index_in_dim(out, _normalize(o, l, q.dtype), qb, axis=0)
+        return (out, m, l, o), None
 
     out = jnp.zeros((s // block_q, b, kh, g, block_q, d), q.dtype)
     (out, *_), _ = jax.lax.scan(step, (out, *_init_stats(b, kh, g, block_q, d)), (q_ids, k_ids, starts))

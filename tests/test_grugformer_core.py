@@ -1,5 +1,7 @@
 """grug_core.attention: masks, rotary embeddings, and reference vs blockwise attention."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,27 +17,39 @@ from grug_core.attention import (
     visible_blocks,
 )
 
+
+@pytest.fixture(autouse=True, scope="module")
+def fast_compiles():
+    # These tests run tiny shapes, so XLA's optimisation passes cost far more than they save; restored
+    # afterwards so other test modules in the same session compile as usual.
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
 SEGMENTS = np.array([[0, 0, 0, 1, 1, 2], [5, 5, 5, 5, 5, 5]], np.int32)
 
 
+def normal(shape, dtype=jnp.float32, seed=0):
+    # numpy, not jax.random: compiling threefry for every new shape costs seconds on a small CPU.
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape, np.float32), dtype)
+
+
 def qkv(b=2, s=16, h=4, kh=2, d=8, t=None, dtype=jnp.float32, seed=0):
-    kq, kk, kv = jax.random.split(jax.random.key(seed), 3)
     t = s if t is None else t
     return (
-        jax.random.normal(kq, (b, s, h, d), dtype),
-        jax.random.normal(kk, (b, t, kh, d), dtype),
-        jax.random.normal(kv, (b, t, kh, d), dtype),
+        normal((b, s, h, d), dtype, seed),
+        normal((b, t, kh, d), dtype, seed + 1),
+        normal((b, t, kh, d), dtype, seed + 2),
     )
 
 
 def packed_segments(b=2, s=16):
-    # Row 0: three documents of uneven lengths; row 1: a single document.
+    # Row 0: three documents of uneven lengths; row 1: one document then 3 padding tokens (queries that
+    # see no key, so every segment case also checks the all-masked rows in forward and gradients).
     row0 = [0] * 5 + [1] * 7 + [2] * (s - 12)
-    return jnp.array([row0] + [[0] * s] * (b - 1), jnp.int32)
-
-
-def same_segment(seg):
-    return seg[:, :, None] == seg[:, None, :]
+    return jnp.array([row0] + [[0] * (s - 3) + [-1] * 3] * (b - 1), jnp.int32)
 
 
 # ---------------------------------------------------------------- masks
@@ -167,15 +181,31 @@ def test_bad_window_and_segment_shape_fail_loudly():
 # ---------------------------------------------------------------- attention
 
 
+@functools.partial(jax.jit, static_argnames=("block_q", "block_k"))
+def both_paths(q, k, v, mask, *, block_q, block_k):
+    """(output, (dq, dk, dv)) of the reference and the blockwise path, compiled together because XLA
+    compile time, not compute, dominates these tiny tests."""
+
+    def with_grads(fn):
+        out, vjp = jax.vjp(fn, q, k, v)
+        return out, vjp(jnp.cos(out))  # a nonlinear cotangent so every element's gradient differs
+
+    ref = with_grads(lambda q, k, v: reference_attention(q, k, v, mask))
+    blk = with_grads(lambda q, k, v: blockwise_attention(q, k, v, mask, block_q=block_q, block_k=block_k))
+    return ref, blk
+
+
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("implementation", ["reference", "blockwise"])
 def test_attention_keeps_shape_and_dtype_and_jits(dtype, implementation):
     q, k, v = qkv(dtype=dtype)
     mask = AttentionMask(is_causal=True)
     fn = jax.jit(
-        lambda q, k, v, mask: blockwise_attention(q, k, v, mask, block_q=8, block_k=8)
-        if implementation == "blockwise"
-        else attention(q, k, v, mask, implementation=implementation)
+        lambda q, k, v, mask: (
+            blockwise_attention(q, k, v, mask, block_q=8, block_k=8)
+            if implementation == "blockwise"
+            else attention(q, k, v, mask, implementation=implementation)
+        )
     )
     out = fn(q, k, v, mask)
     assert out.shape == q.shape and out.dtype == dtype
@@ -185,85 +215,102 @@ def test_attention_keeps_shape_and_dtype_and_jits(dtype, implementation):
 def test_default_implementation_matches_reference():
     q, k, v = qkv(s=8)
     mask = AttentionMask(is_causal=True)
-    out = jax.jit(attention)(q, k, v, mask)
-    np.testing.assert_allclose(out, reference_attention(q, k, v, mask), atol=1e-6)
+    both = jax.jit(lambda q, k, v: (attention(q, k, v, mask), reference_attention(q, k, v, mask)))
+    out, ref = both(q, k, v)
+    np.testing.assert_allclose(out, ref, atol=1e-6)
 
 
-MASKS = {
-    "full": lambda: AttentionMask(),
-    "causal": lambda: AttentionMask(is_causal=True),
-    "window": lambda: AttentionMask(is_causal=True, sliding_window=5),
-    "segments": lambda: AttentionMask(segment_ids=packed_segments()),
-    "causal_segments": lambda: AttentionMask(is_causal=True, segment_ids=packed_segments()),
-    "all": lambda: AttentionMask(is_causal=True, segment_ids=packed_segments(), sliding_window=3),
+CASES = {
+    "full": (lambda: AttentionMask(), (16, 16)),
+    "causal": (lambda: AttentionMask(is_causal=True), (4, 4)),
+    "window": (lambda: AttentionMask(is_causal=True, sliding_window=5), (4, 8)),
+    "segments": (lambda: AttentionMask(segment_ids=packed_segments()), (8, 2)),
+    "causal_segments": (lambda: AttentionMask(is_causal=True, segment_ids=packed_segments()), (8, 4)),
+    "all": (lambda: AttentionMask(is_causal=True, segment_ids=packed_segments(), sliding_window=3), (2, 4)),
 }
 
 
-@pytest.mark.parametrize("name", sorted(MASKS))
-@pytest.mark.parametrize("blocks", [(4, 4), (4, 8), (8, 2), (16, 16)])
-def test_blockwise_matches_reference_with_gradients(name, blocks):
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_blockwise_matches_reference_with_gradients(name):
+    make_mask, (block_q, block_k) = CASES[name]
     q, k, v = qkv(kh=2)  # H=4, K=2: GQA
-    mask = MASKS[name]()
-    block_q, block_k = blocks
-
-    def loss(fn, q, k, v):
-        out = fn(q, k, v)
-        return jnp.sum(out * jnp.cos(out))  # a nonlinear loss so the cotangent differs per element
-
-    ref = lambda q, k, v: reference_attention(q, k, v, mask)
-    blk = lambda q, k, v: blockwise_attention(q, k, v, mask, block_q=block_q, block_k=block_k)
-    np.testing.assert_allclose(jax.jit(blk)(q, k, v), ref(q, k, v), atol=1e-5)
-    grads_ref = jax.grad(lambda *a: loss(ref, *a), argnums=(0, 1, 2))(q, k, v)
-    grads_blk = jax.jit(jax.grad(lambda *a: loss(blk, *a), argnums=(0, 1, 2)))(q, k, v)
-    for g_ref, g_blk in zip(grads_ref, grads_blk, strict=False):
+    (ref, ref_grads), (blk, blk_grads) = both_paths(q, k, v, make_mask(), block_q=block_q, block_k=block_k)
+    np.testing.assert_allclose(blk, ref, atol=1e-5)
+    for g_blk, g_ref in zip(blk_grads, ref_grads, strict=True):
         np.testing.assert_allclose(g_blk, g_ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("blocks", [(2, 2), (4, 16), (16, 4)])
+def test_blockwise_matches_reference_for_block_sizes(blocks):
+    q, k, v = qkv()
+    mask = AttentionMask(is_causal=True, segment_ids=packed_segments(), sliding_window=6)
+    fn = jax.jit(
+        lambda q, k, v: (
+            blockwise_attention(q, k, v, mask, block_q=blocks[0], block_k=blocks[1]),
+            reference_attention(q, k, v, mask),
+        )
+    )
+    blk, ref = fn(q, k, v)
+    np.testing.assert_allclose(blk, ref, atol=1e-5)
 
 
 def test_blockwise_handles_keys_longer_than_queries():
     q, k, v = qkv(s=8, t=16)
     mask = AttentionMask(is_causal=True, segment_ids=packed_segments(s=16), sliding_window=6)
-    out = blockwise_attention(q, k, v, mask, block_q=4, block_k=4)
-    np.testing.assert_allclose(out, reference_attention(q, k, v, mask), atol=1e-5)
+    fn = jax.jit(
+        lambda q, k, v: (
+            blockwise_attention(q, k, v, mask, block_q=4, block_k=4),
+            reference_attention(q, k, v, mask),
+        )
+    )
+    blk, ref = fn(q, k, v)
+    np.testing.assert_allclose(blk, ref, atol=1e-5)
 
 
-@pytest.mark.parametrize("kh", [1, 2, 4])
+@pytest.mark.parametrize("kh", [1, 2])
 def test_gqa_equals_mha_with_repeated_kv(kh):
     q, k, v = qkv(h=4, kh=kh)
     mask = AttentionMask(is_causal=True)
-    k_rep, v_rep = jnp.repeat(k, 4 // kh, axis=2), jnp.repeat(v, 4 // kh, axis=2)
-    mha = reference_attention(q, k_rep, v_rep, mask)
-    np.testing.assert_allclose(reference_attention(q, k, v, mask), mha, atol=1e-6)
-    np.testing.assert_allclose(blockwise_attention(q, k, v, mask, block_q=4, block_k=4), mha, atol=1e-5)
+
+    @jax.jit
+    def all_three(q, k, v):
+        mha = reference_attention(q, jnp.repeat(k, 4 // kh, axis=2), jnp.repeat(v, 4 // kh, axis=2), mask)
+        blk = blockwise_attention(q, k, v, mask, block_q=4, block_k=4)
+        return reference_attention(q, k, v, mask), blk, mha
+
+    ref, blk, mha = all_three(q, k, v)
+    np.testing.assert_allclose(ref, mha, atol=1e-6)
+    np.testing.assert_allclose(blk, mha, atol=1e-5)
 
 
 @pytest.mark.parametrize("kh", [4, 2])
 def test_matches_jax_dot_product_attention(kh):
     q, k, v = qkv(h=4, kh=kh)
-    expected = jax.nn.dot_product_attention(q, k, v, is_causal=True)
     mask = AttentionMask(is_causal=True)
-    np.testing.assert_allclose(reference_attention(q, k, v, mask), expected, atol=1e-5)
-    np.testing.assert_allclose(blockwise_attention(q, k, v, mask, block_q=4, block_k=8), expected, atol=1e-5)
+
+    @jax.jit
+    def all_three(q, k, v):
+        blk = blockwise_attention(q, k, v, mask, block_q=4, block_k=8)
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True), reference_attention(q, k, v, mask), blk
+
+    expected, ref, blk = all_three(q, k, v)
+    np.testing.assert_allclose(ref, expected, atol=1e-5)
+    np.testing.assert_allclose(blk, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("implementation", ["reference", "blockwise"])
-@pytest.mark.parametrize("is_causal", [False, True])
-def test_fully_masked_rows_are_zero_without_nan(implementation, is_causal):
+def test_fully_masked_rows_are_zero_without_nan():
     q, k, v = qkv(s=8)
-    # Row 0 ends in padding; row 1 is all padding.
+    # Row 0 ends in padding; row 1 is all padding, so those queries see no key at all. Causal masks
+    # with padding are covered by the segment cases of test_blockwise_matches_reference_with_gradients.
     seg = jnp.array([[0, 0, 0, 1, 1, -1, -1, -1], [-1] * 8], jnp.int32)
-    mask = AttentionMask(is_causal=is_causal, segment_ids=seg)
-    fn = lambda q, k, v: attention(q, k, v, mask, implementation=implementation)
-    if implementation == "blockwise":
-        fn = lambda q, k, v: blockwise_attention(q, k, v, mask, block_q=4, block_k=4)
-    out = np.asarray(fn(q, k, v))
-    assert np.all(out[0, 5:] == 0.0) and np.all(out[1] == 0.0)
-    assert np.isfinite(out).all() and np.abs(out[0, :5]).sum() > 0
-    grads = jax.grad(lambda *a: jnp.sum(fn(*a) ** 2), argnums=(0, 1, 2))(q, k, v)
-    for g in grads:
-        assert np.isfinite(np.asarray(g)).all()
-    dq, dk, dv = (np.asarray(g) for g in grads)
-    assert np.all(dq[0, 5:] == 0.0) and np.all(dq[1] == 0.0)
-    assert np.all(dk[0, 5:] == 0.0) and np.all(dv[1] == 0.0)
+    mask = AttentionMask(segment_ids=seg)
+    for out, (dq, dk, dv) in both_paths(q, k, v, mask, block_q=4, block_k=4):
+        out, dq, dk, dv = (np.asarray(x) for x in (out, dq, dk, dv))
+        for x in (out, dq, dk, dv):
+            assert np.isfinite(x).all()
+        assert np.all(out[0, 5:] == 0.0) and np.all(out[1] == 0.0) and np.abs(out[0, :5]).sum() > 0
+        assert np.all(dq[0, 5:] == 0.0) and np.all(dq[1] == 0.0)
+        assert np.all(dk[0, 5:] == 0.0) and np.all(dk[1] == 0.0) and np.all(dv[1] == 0.0)
 
 
 def test_bad_shapes_fail_loudly_with_shapes_named():
@@ -289,7 +336,9 @@ def test_causal_blockwise_visits_only_the_lower_triangle():
     assert pairs == [(i, j) for i in range(4) for j in range(i + 1)]
     # The scan inside blockwise_attention runs exactly one step per visible pair: 10 of 16 blocks.
     q, k, v = qkv(s=16)
-    jaxpr = jax.make_jaxpr(lambda q, k, v: blockwise_attention(q, k, v, AttentionMask(is_causal=True), block_q=4, block_k=4))
+    jaxpr = jax.make_jaxpr(
+        lambda q, k, v: blockwise_attention(q, k, v, AttentionMask(is_causal=True), block_q=4, block_k=4)
+    )
     scans = [e for e in jaxpr(q, k, v).jaxpr.eqns if e.primitive.name == "scan"]
     assert [e.params["length"] for e in scans] == [10]
 
@@ -303,10 +352,16 @@ def test_window_blockwise_visits_only_the_band():
 
 
 def test_visible_blocks_cover_every_allowed_pair():
-    for mask in (AttentionMask(is_causal=True), AttentionMask(sliding_window=3), AttentionMask(sliding_window=9)):
+    for window in (None, 1, 3, 9):
+        mask = AttentionMask(is_causal=True, sliding_window=window)
         for s, t, bq, bk in ((16, 16, 4, 4), (8, 16, 2, 4), (16, 16, 8, 2)):
-            allowed = np.asarray(materialize(mask, s, t))
-            needed = {(i // bq, j // bk) for i, j in zip(*np.nonzero(allowed), strict=False)}
+            # Brute force over (query, key) positions; queries are the last s of the t keys.
+            needed = {
+                (i // bq, j // bk)
+                for i in range(s)
+                for j in range(t)
+                if 0 <= (t - s + i) - j < (window or t + 1)
+            }
             assert set(visible_blocks(mask, s, t, bq, bk)) == needed
 
 
@@ -314,32 +369,36 @@ def test_visible_blocks_cover_every_allowed_pair():
 
 
 def test_rotary_keeps_dtype_norm_and_jits():
-    x = jax.random.normal(jax.random.key(0), (2, 8, 3, 16))
+    x = normal((2, 8, 3, 16))
     pos = jnp.arange(8, dtype=jnp.int32)
-    out = jax.jit(apply_rotary, static_argnums=2)(x, pos, 10000.0)
-    assert out.shape == x.shape and out.dtype == jnp.float32
-    np.testing.assert_allclose(jnp.linalg.norm(out, axis=-1), jnp.linalg.norm(x, axis=-1), rtol=1e-5)
-    assert apply_rotary(x.astype(jnp.bfloat16), pos, 10000.0).dtype == jnp.bfloat16
-    batched = apply_rotary(x, jnp.broadcast_to(pos, (2, 8)), 10000.0)
+
+    @jax.jit
+    def variants(x, pos):
+        rotate = lambda x, pos: apply_rotary(x, pos, 10000.0)
+        return rotate(x, pos), rotate(x.astype(jnp.bfloat16), pos), rotate(x, jnp.broadcast_to(pos, (2, 8)))
+
+    out, out_bf16, batched = variants(x, pos)
+    assert out.shape == x.shape and out.dtype == jnp.float32 and out_bf16.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.linalg.norm(out, axis=-1), np.linalg.norm(x, axis=-1), rtol=1e-5)
     np.testing.assert_allclose(batched, out, atol=1e-6)
 
 
 def test_rotary_uses_rotate_half_layout():
     # Frequency 0 (theta**0 = 1) pairs dim 0 with dim D/2, as in Hugging Face Llama.
-    x = jnp.zeros((1, 1, 1, 4)).at[..., 0].set(1.0)
-    out = apply_rotary(x, jnp.array([1], jnp.int32), 10000.0)[0, 0, 0]
+    x = np.zeros((1, 1, 1, 4), np.float32)
+    x[..., 0] = 1.0
+    out = jax.jit(apply_rotary, static_argnums=2)(x, np.array([1], np.int32), 10000.0)[0, 0, 0]
     np.testing.assert_allclose(out, [np.cos(1.0), 0.0, np.sin(1.0), 0.0], atol=1e-6)
 
 
 def test_rotary_dot_product_depends_only_on_relative_position():
-    kq, kk = jax.random.split(jax.random.key(3))
-    q = jax.random.normal(kq, (1, 1, 1, 16))
-    k = jax.random.normal(kk, (1, 1, 1, 16))
+    q, k = normal((1, 1, 1, 16), seed=3), normal((1, 1, 1, 16), seed=4)
 
-    def score(i, j):
-        rq = apply_rotary(q, jnp.array([i], jnp.int32), 10000.0)
-        rk = apply_rotary(k, jnp.array([j], jnp.int32), 10000.0)
-        return float(jnp.sum(rq * rk))
+    @jax.jit
+    def rotated_dot(i, j):
+        return jnp.sum(apply_rotary(q, i[None], 10000.0) * apply_rotary(k, j[None], 10000.0))
+
+    score = lambda i, j: float(rotated_dot(np.int32(i), np.int32(j)))
 
     for shift in (1, 7, 40):
         assert score(5, 2) == pytest.approx(score(5 + shift, 2 + shift), abs=1e-4)
