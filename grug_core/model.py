@@ -158,19 +158,24 @@ def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
 
 
 def mlp(params: BlockParams, x: jax.Array) -> jax.Array:
-    gate = jnp.einsum("bsm,mf->bsf", x, params.w_gate)
-    up = jnp.einsum("bsm,mf->bsf", x, params.w_up)
-    return jnp.einsum("bsf,fm->bsm", jax.nn.silu(gate) * up, params.w_down)
+    # Dots on [B*S, M] rather than [B, S, M]: XLA:CPU runs this MLP's forward and backward ~1.5x faster
+    # (bench/train_step.py), and the reshape is free on every backend.
+    tokens = x.reshape(-1, x.shape[-1])
+    hidden = jax.nn.silu(tokens @ params.w_gate) * (tokens @ params.w_up)  # [B*S, F]
+    return (hidden @ params.w_down).reshape(x.shape)
 
 
 def block(
     params: BlockParams, x: jax.Array, cfg: GrugConfig, mask: AttentionMask, positions: jax.Array
 ) -> jax.Array:
-    h = rms_norm(x, params.attn_norm, cfg.norm_eps)
-    q = apply_rotary(jnp.einsum("bsm,mhd->bshd", h, params.attn.w_q), positions, cfg.rope_theta)
-    k = apply_rotary(jnp.einsum("bsm,mkd->bskd", h, params.attn.w_k), positions, cfg.rope_theta)
-    v = jnp.einsum("bsm,mkd->bskd", h, params.attn.w_v)
-    x = x + jnp.einsum("bshd,hdm->bsm", attention(q, k, v, mask), params.attn.w_o)
+    B, S, M = x.shape
+    H, K, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    h = rms_norm(x, params.attn_norm, cfg.norm_eps).reshape(B * S, M)  # flat tokens: see mlp
+    q = apply_rotary((h @ params.attn.w_q.reshape(M, H * D)).reshape(B, S, H, D), positions, cfg.rope_theta)
+    k = apply_rotary((h @ params.attn.w_k.reshape(M, K * D)).reshape(B, S, K, D), positions, cfg.rope_theta)
+    v = (h @ params.attn.w_v.reshape(M, K * D)).reshape(B, S, K, D)
+    attended = attention(q, k, v, mask).reshape(B * S, H * D)
+    x = x + (attended @ params.attn.w_o.reshape(H * D, M)).reshape(B, S, M)
     x = constrain_activations(x)
     x = x + mlp(params, rms_norm(x, params.mlp_norm, cfg.norm_eps))
     return constrain_activations(x)
