@@ -7,6 +7,10 @@ minus one-hot is at hand right after the logsumexp), keeps grad_hidden [T, M] an
 as residuals, and the backward pass only scales them by the incoming cotangent. That costs the same
 three matmuls as the naive loss (logits, d_hidden, d_lm_head) instead of recomputing the logits,
 and nothing of size T * V is ever live. Without differentiation only the loss is computed.
+
+block_size 256: one block's [C, V] logits and their softmax are the largest temporaries, so smaller
+blocks cut memory linearly; at d512 the [256, M] x [M, V] dots still run at full matmul speed
+(bench/loss.py: see bench/README.md for the measured memory and time).
 """
 
 from __future__ import annotations
@@ -105,7 +109,7 @@ def next_token_loss(
     loss_mask: jax.Array | None = None,
     z_loss_weight: float = 0.0,
     logit_soft_cap: float | None = None,
-    block_size: int = 1024,
+    block_size: int = 256,
 ) -> jax.Array:
     """hidden [B, S, M] or [T, M], lm_head [M, V], labels [B, S] or [T] (already shifted: hidden[t]
     predicts labels[t]) -> mean over unmasked tokens of cross-entropy + z_loss_weight * logsumexp^2."""

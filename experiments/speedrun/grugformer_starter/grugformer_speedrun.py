@@ -168,7 +168,7 @@ def next_token_loss(
     loss_mask: jax.Array | None = None,
     z_loss_weight: float = 0.0,
     logit_soft_cap: float | None = None,
-    block_size: int = 1024,
+    block_size: int = 256,
 ) -> jax.Array:
     """hidden [B, S, M] or [T, M], lm_head [M, V], labels [B, S] or [T] (already shifted: hidden[t]
     predicts labels[t]) -> mean over unmasked tokens of cross-entropy + z_loss_weight * logsumexp^2."""
