@@ -780,11 +780,7 @@ def _experiments_node(doc: Any) -> Any:
 
 
 def _entry_node(experiments: Any, entry_id: str, archive: Archive) -> Any:
-    if entry_id not in experiments:
-        hint = _did_you_mean(entry_id, list(archive.experiments))
-        raise GrugError(
-            f"no experiment '{entry_id}' in {archive.path.name}{hint}; `grugctl archive status` lists the ids"
-        )
+    get_entry(archive, entry_id)
     return experiments[entry_id]
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
+from grugctl.archive import get_entry
 from grugctl.errors import GrugError
 
 BUCKETS = ("attention", "mlp", "block", "loss", "optimizer")
@@ -487,17 +488,9 @@ def core_at(archive, sha: str) -> Core:
     return load_core_sources(Path(archive.core).name, sources)
 
 
-def _entry(archive, experiment_id: str):
-    entry = archive.experiments.get(experiment_id)
-    if entry is None:
-        known = ", ".join(sorted(archive.experiments)) or "none"
-        raise GrugError(f"no experiment called {experiment_id!r} in archive.yaml (known: {known}).")
-    return entry
-
-
 def _live_module(archive, experiment_id: str) -> Module:
     """An experiment's current file; a deleted one is read from git at its last known good commit."""
-    entry = _entry(archive, experiment_id)
+    entry = get_entry(archive, experiment_id)
     if entry.status != "deleted":
         return read_module(archive.root, entry.path, f"experiment {experiment_id}'s")
     sha = getattr(entry, "last_known_good", None)
@@ -519,7 +512,7 @@ def _file_at(root: Path, sha: str, path: str) -> str:
 
 def origin_module(archive, experiment_id: str) -> tuple[str, Module]:
     """The origin experiment's file as it was at this experiment's base commit, with a label."""
-    entry = _entry(archive, experiment_id)
+    entry = get_entry(archive, experiment_id)
     origin = getattr(entry, "origin", None)
     if not origin:
         raise GrugError(
@@ -530,7 +523,7 @@ def origin_module(archive, experiment_id: str) -> tuple[str, Module]:
         raise GrugError(
             f"experiment {experiment_id} has no base commit in archive.yaml, so its origin is unknown."
         )
-    origin_entry = _entry(archive, origin)
+    origin_entry = get_entry(archive, origin)
     source = _file_at(archive.root, base, origin_entry.path)
     return f"{origin}@{base[:8]}", parse_module(source, f"{origin_entry.path}@{base[:8]}")
 
@@ -552,7 +545,7 @@ def diff_experiment(
     """What `grugctl diff` shows: the experiment against the core, its origin at its base, or another id."""
     if bucket is not None and bucket not in BUCKETS:
         raise GrugError(f"unknown bucket {bucket!r}; use one of {', '.join(BUCKETS)}.")
-    entry = _entry(archive, experiment_id)
+    entry = get_entry(archive, experiment_id)
     experiment = _live_module(archive, experiment_id)
     core = load_core(archive.root / archive.core)
     if against == "core":

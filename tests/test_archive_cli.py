@@ -276,7 +276,7 @@ def test_show(repo_with_archive, tmp_path):
     missing = run_cli("archive", "show", "bb")
     assert missing.exit_code == 2
     assert one_line_error(missing) == (
-        "no experiment 'bb' in archive.yaml (did you mean 'b'?); `grugctl archive status` lists ids"
+        "no experiment 'bb' in archive.yaml (did you mean 'b'?); `grugctl archive status` lists the ids"
     )
 
 

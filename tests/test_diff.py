@@ -416,7 +416,7 @@ def test_md_json_html_outputs_are_well_formed(repo, tmp_path):
 
 def test_unknown_ids_and_buckets_are_one_sentence_exit_2(repo):
     result = _invoke(repo, ["diff", "nope"])
-    assert result.exit_code == 2 and "no experiment called 'nope'" in result.output
+    assert result.exit_code == 2 and "no experiment 'nope'" in result.output
     result = _invoke(repo, ["diff", STARTER_ID, "--bucket", "nope"])
     assert result.exit_code == 2 and "unknown bucket" in result.output
     result = _invoke(repo, ["diff", STARTER_ID, "--format", "xml"])

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from grug_core.loss import next_token_loss
 
 from grug_core.attention import AttentionMask
+from grug_core.loss import next_token_loss
 from grug_core.model import GrugConfig, GrugParams, forward, init_parameters, logits, parameter_specs
 from grug_core.optim import optimizer
 

@@ -5,9 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from grug_core.loss import next_token_loss
 from jax.sharding import NamedSharding, PartitionSpec
 
+from grug_core.loss import next_token_loss
 from grug_core.model import GrugConfig, forward, init_parameters, parameter_specs
 from grug_core.sharding import batch_sharding, make_mesh, shard
 

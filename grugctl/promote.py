@@ -1,0 +1,791 @@
+"""`grugctl promote`: port an experiment's changed definitions into grug_core behind a test gate.
+
+Plan: the definitions `grugctl diff` reports changed against the core, narrowed by --only / --bucket,
+minus copies that differ only because the core moved since the experiment's base. Each one's source
+text (comments kept) replaces the core's definition in its module; experiment-only helpers it uses go
+into the same module before their first use, and imports the module lacks are added. The starter's
+copies get the same splice, so its diff against the core is empty again.
+
+Gate: the core tests and a `--smoke` run of the starter, each a subprocess in the repository root
+(gate_steps; `grugctl check` reuses it). Until it passes nothing but the spliced files has changed,
+and their original bytes are held in memory: any failure, Ctrl-C or SIGTERM puts them back byte for
+byte. Only then does archive.yaml change (through archive.update_entries: locked and atomic): the
+experiment becomes superseded (deleted with --delete), superseded_by `core@pending`, last_known_good
+its newest commit.
+
+--commit makes branch promote/<id> and commits core, starter, archive (and the removal) there. A
+commit cannot contain its own SHA, and amending to add it would change the SHA, so a second small
+commit ("Record <id>'s promotion as core@<sha>") replaces core@pending by the SHA of the first: that
+first commit is the one holding the promoted core. Never prints; never imports JAX.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from grugctl import archive as archive_mod
+from grugctl import codediff, gitinfo, lifecycle
+from grugctl.errors import CHECK_FAILED, GrugError
+
+GATE_TESTS = ("tests/test_grugformer_*.py",)
+# Narrows the gate's pytest arguments (whitespace-separated globs or node ids), for grugctl's own test
+# suite; the plan names it whenever it is set, so a narrowed gate is never silent.
+GATE_TESTS_ENV = "GRUGCTL_GATE_TESTS"
+TAIL_LINES = 60
+
+
+@dataclass(frozen=True)
+class FileEdit:
+    path: str  # repo-relative, posix
+    old: bytes
+    new: bytes
+
+
+@dataclass(frozen=True)
+class GateStep:
+    name: str
+    argv: tuple[str, ...]
+    results: Path | None = None  # a JSON file the step must write (the smoke run's results)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    ok: bool
+    failed: str | None  # the failing step's name
+    tail: str  # the failing step's last output lines
+    seconds: dict[str, float]  # step name -> wall time
+
+
+@dataclass(frozen=True)
+class PromotePlan:
+    id: str
+    path: str  # the experiment's file
+    purpose: str
+    names: tuple[str, ...]  # promoted core definitions, in experiment file order
+    helpers: tuple[str, ...]  # experiment-only definitions they use, carried along
+    modules: dict[str, tuple[str, ...]]  # core module file -> names and helpers spliced into it
+    imports: dict[str, tuple[str, ...]]  # file -> import statements added
+    buckets: tuple[str, ...]
+    edits: tuple[FileEdit, ...]  # core modules, then the starter
+    starter: str  # the starter's file
+    starter_names: tuple[str, ...]  # definitions updated in the starter
+    core_diff: str  # unified diff of the core package
+    tests: tuple[str, ...]  # the gate's pytest arguments; empty: no core test matched
+    narrowed: bool  # tests came from GRUGCTL_GATE_TESTS
+    covering: dict[str, tuple[str, ...]]  # core module file -> test files importing it
+    last_known_good: str | None  # full SHA of the experiment's newest commit
+    delete: bool
+    delete_target: str | None  # folder or file --delete removes
+    delete_tracked: bool
+    commit: bool
+    branch: str
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PromoteOutcome:
+    gate: GateResult
+    superseded_by: str  # core@pending or core@<sha>
+    commit: str | None  # the promotion commit
+    record_commit: str | None  # the commit recording its SHA in archive.yaml
+    warnings: tuple[str, ...]
+
+
+class GateFailed(GrugError):
+    """The gate failed and everything was restored; `tail` is the failing step's output."""
+
+    def __init__(self, message: str, tail: str):
+        super().__init__(message, exit_code=CHECK_FAILED)
+        self.tail = tail
+
+
+# ---------------------------------------------------------------- the gate (shared with `grugctl check`)
+
+
+def gate_tests(root: Path, patterns: Iterable[str] | None = None) -> tuple[list[str], bool]:
+    """(pytest arguments, narrowed): every file matching the patterns (default GATE_TESTS, or
+    $GRUGCTL_GATE_TESTS), relative to `root`; node ids (`file::test`) pass through when the file exists."""
+    narrowed = patterns is not None or bool(os.environ.get(GATE_TESTS_ENV, "").strip())
+    if patterns is None:
+        patterns = os.environ.get(GATE_TESTS_ENV, "").split() or GATE_TESTS
+    found: list[str] = []
+    for pattern in patterns:
+        if "::" in pattern:
+            matches = [pattern] if (root / pattern.split("::")[0]).is_file() else []
+        else:
+            matches = sorted(p.relative_to(root).as_posix() for p in root.glob(pattern) if p.is_file())
+        found += [m for m in matches if m not in found]
+    return found, narrowed
+
+
+def gate_steps(root: Path, starter: str, out_dir: Path, tests: Iterable[str] | None = None) -> list[GateStep]:
+    """The core tests (when any match) and a smoke run of `starter`, as subprocess commands run with
+    `root` as working directory."""
+    tests = list(tests) if tests is not None else gate_tests(root)[0]
+    steps = []
+    if tests:
+        pytest = (sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests)
+        steps.append(GateStep("core tests", pytest))
+    results = out_dir / "smoke.json"
+    steps.append(
+        GateStep("starter smoke run", (sys.executable, starter, "--smoke", "--out", str(results)), results)
+    )
+    return steps
+
+
+def gate_env(root: Path) -> dict[str, str]:
+    """The repository's own packages first on sys.path (an editable install elsewhere must not answer
+    `import grug_core`), and no bytecode written into the tree, so a rollback leaves git status clean."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def run_step(root: Path, step: GateStep) -> tuple[bool, str]:
+    """(passed, combined output). A smoke run must also leave a readable results file."""
+    done = subprocess.run(
+        step.argv, cwd=root, env=gate_env(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, errors="replace",
+    )  # fmt: skip
+    output = done.stdout
+    if done.returncode != 0:
+        return False, output + f"\n(exit status {done.returncode})"
+    if step.results is not None:
+        try:
+            json.loads(step.results.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False, output + f"\n{step.name} exited 0 but wrote no readable results file"
+    return True, output
+
+
+def tail(text: str, lines: int = TAIL_LINES) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def run_gate(root: Path, starter: str, tests: Iterable[str], progress: Callable[[str], None]) -> GateResult:
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="grugctl-gate-") as out_dir:
+        for step in gate_steps(root, starter, Path(out_dir), tests):
+            progress(f"gate: {step.name} ...")
+            start = time.perf_counter()
+            ok, output = run_step(root, step)
+            seconds[step.name] = time.perf_counter() - start
+            progress(f"gate: {step.name} {'passed' if ok else 'FAILED'} ({seconds[step.name]:.1f} s)")
+            if not ok:
+                return GateResult(False, step.name, tail(output), seconds)
+    return GateResult(True, None, "", seconds)
+
+
+# ---------------------------------------------------------------- choosing what to promote
+
+
+def _refuse_entry(archive, experiment_id: str):
+    entry = archive.experiments.get(experiment_id)
+    if entry is None:
+        known = ", ".join(sorted(archive.experiments)) or "none"
+        raise GrugError(f"no experiment called {experiment_id!r} in archive.yaml (known: {known}).")
+    if experiment_id == archive.starter:
+        raise GrugError(
+            f"{experiment_id} is the starter, which tracks the core; promote an experiment instead."
+        )
+    if entry.status != "active":
+        raise GrugError(
+            f"{experiment_id} is {entry.status}, not active; only active experiments can be promoted."
+        )
+    return entry
+
+
+def _core_moved(
+    archive, entry, experiment: codediff.Module, core: codediff.Core
+) -> tuple[set[str], set[str]]:
+    """(copies left as the core had them at the experiment's base but changed in the core since, names
+    both the experiment and the core changed since the base). Empty when the base cannot be read."""
+    if not entry.base:
+        return set(), set()
+    try:
+        then = codediff.core_at(archive, entry.base)
+    except GrugError:
+        return set(), set()
+    drift = set(codediff.drifted(experiment, then, core))
+    both = set()
+    for name, mine in experiment.definitions.items():
+        if name in then.owner and name in core.owner and name not in drift:
+            old, new = codediff.core_definition(then, name), codediff.core_definition(core, name)
+            if old.fingerprint != new.fingerprint and mine.fingerprint != new.fingerprint:
+                both.add(name)
+    return drift, both
+
+
+def _select(
+    experiment_id: str, changes: list[codediff.Change], only: list[str], bucket: str | None, drift: set[str]
+) -> list[codediff.Change]:
+    # Only bucket definitions are edit surfaces: a name that merely collides with one in a core module
+    # outside the buckets (the harness's `main` and data.py's) is never spliced into the core.
+    candidates = [c for c in changes if c.status == codediff.CHANGED and c.bucket and c.name not in drift]
+    names = [c.name for c in candidates]
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise GrugError(
+            f"{', '.join(unknown)}: not among {experiment_id}'s changed core definitions "
+            f"({', '.join(names) or 'none'}); see `grugctl diff {experiment_id}`."
+        )
+    outside = [c.name for c in candidates if c.name in only and bucket and c.bucket != bucket]
+    if outside:
+        raise GrugError(
+            f"{', '.join(outside)} is not in the {bucket} bucket; drop it from --only or --bucket."
+        )
+    chosen = [c for c in candidates if (not only or c.name in only) and (not bucket or c.bucket == bucket)]
+    if not chosen:
+        where = f" in the {bucket} bucket" if bucket else ""
+        moved = f" ({', '.join(sorted(drift))} differ only because the core moved)" if drift else ""
+        raise GrugError(f"{experiment_id} changes no core definition{where}{moved}; nothing to promote.")
+    buckets = list(dict.fromkeys(c.bucket for c in chosen))
+    if len(buckets) > 1 and not only and not bucket:
+        raise GrugError(
+            f"{experiment_id} changes the buckets {', '.join(buckets)}; promote one at a time with "
+            "--bucket B or name the definitions with --only."
+        )
+    return chosen
+
+
+def _helpers(experiment: codediff.Module, changes: list[codediff.Change], names: list[str]) -> list[str]:
+    spare = [c.name for c in changes if c.status == codediff.EXPERIMENT_ONLY]
+    used = {h for n in names for h in codediff.dependencies(experiment, n, spare)}
+    return [n for n in experiment.definitions if n in used]
+
+
+def _homes(experiment, core, names: list[str], helpers: list[str]) -> dict[str, str]:
+    """Definition or helper -> the core module (stem) it goes into."""
+    spare = set(helpers)
+    home = {n: core.owner[n] for n in names}
+    for helper in helpers:
+        users = {core.owner[n] for n in names if helper in codediff.dependencies(experiment, n, spare)}
+        if len(users) > 1:
+            modules = " and ".join(f"{m}.py" for m in sorted(users))
+            raise GrugError(
+                f"helper {helper} is used by definitions going into {modules}; "
+                "promote them one module at a time."
+            )
+        home[helper] = users.pop()
+    return home
+
+
+def _harness_check(experiment, harness: frozenset[str], moved: list[str]) -> None:
+    for name in moved:
+        uses = sorted(experiment.definitions[name].references & harness)
+        if uses:
+            raise GrugError(
+                f"{name} uses {', '.join(uses)} from the experiment's harness, which the core lacks; "
+                "pass it in as an argument first."
+            )
+
+
+# ---------------------------------------------------------------- splicing
+
+
+def _insert_lines(text: str, line: int, block: str) -> str:
+    """`block` inserted before 1-based `line`."""
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[: line - 1]) + block + "".join(lines[line - 1 :])
+
+
+def _add_imports(text: str, statements: list[str]) -> str:
+    """One line per statement after the module's last top-level import (or its docstring)."""
+    if not statements:
+        return text
+    import ast
+
+    tree = ast.parse(text)
+    block = "".join(s + "\n" for s in statements)
+    last = [n.end_lineno for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+    if last:
+        return _insert_lines(text, max(last) + 1, block)
+    first = tree.body[0] if tree.body else None
+    docstring = isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant)
+    return _insert_lines(text, first.end_lineno + 1, "\n" + block) if docstring else block + "\n" + text
+
+
+def _imports_for(experiment, core, moved: list[str], target: codediff.Module, own: str) -> list[str]:
+    """Statements binding what `moved` uses that `target` (import name `own`) lacks: the experiment's own
+    imports, and core definitions it holds copies of that live in another core module."""
+    wanted = [i for i in codediff.needed_imports(experiment, moved, target, own)]
+    statements = {i.name: i.statement for i in wanted}
+    bound = set(target.definitions) | set(target.imports) | set(statements)
+    for name in moved:
+        for ref in sorted(experiment.definitions[name].references - bound):
+            module = core.owner.get(ref)
+            if module is not None and f"{core.package}.{module}" != own and ref in experiment.definitions:
+                statements[ref] = f"from {core.package}.{module} import {ref}"
+                bound.add(ref)
+    return list(statements.values())
+
+
+def splice(
+    text: str, filename: str, experiment, core, names: list[str], helpers: list[str], own: str
+) -> tuple[str, list[str], list[str]]:
+    """(new text, definitions spliced, imports added): `names` replaced by the experiment's source where
+    `text` defines them, `helpers` inserted before their first use, missing imports added."""
+    done = []
+    for name in names:
+        current = codediff.parse_module(text, filename)
+        if name in current.definitions:
+            text = codediff.replace_definition(
+                text, current.definitions[name], experiment.definitions[name].source
+            )
+            done.append(name)
+    for helper in helpers:
+        current = codediff.parse_module(text, filename)
+        if helper in current.definitions or helper in current.imports:
+            raise GrugError(
+                f"{filename} already binds {helper}; rename the experiment's helper {helper} first."
+            )
+        user = next((d for d in current.definitions.values() if helper in d.references), None)
+        if user is not None:
+            text = _insert_lines(text, user.start, experiment.definitions[helper].source + "\n\n")
+            done.append(helper)
+    statements = _imports_for(experiment, core, done, codediff.parse_module(text, filename), own)
+    text = _add_imports(text, statements)
+    result = codediff.parse_module(text, filename)
+    for name in done:
+        if result.definitions[name].fingerprint != experiment.definitions[name].fingerprint:
+            raise GrugError(
+                f"splicing {name} into {filename} went wrong; nothing was written, please report it."
+            )
+    return text, done, statements
+
+
+def sort_imports(root: Path, rel: str, original: str, text: str) -> str:
+    """`text` with its imports sorted by ruff under the project's own settings, but only when `original`
+    already passed that check: then the only lines it moves are the imports promote added. Without ruff
+    (a dev dependency) the imports stay where splice put them."""
+
+    def fixed(source: str) -> str | None:
+        command = [sys.executable, "-m", "ruff", "check", "--select", "I", "--fix-only", "--quiet"]
+        try:
+            done = subprocess.run(
+                [*command, "--stdin-filename", rel, "-"], cwd=root, input=source, capture_output=True,
+                text=True, timeout=60,
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout if done.returncode == 0 and done.stdout else None
+
+    if fixed(original) != original:
+        return text
+    return fixed(text) or text
+
+
+def _unified(path: str, old: bytes, new: bytes) -> str:
+    a, b = old.decode("utf-8").splitlines(keepends=True), new.decode("utf-8").splitlines(keepends=True)
+    lines = difflib.unified_diff(a, b, f"a/{path}", f"b/{path}")
+    return "".join(
+        line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines
+    )
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def covering_tests(root: Path, package: str, modules: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """Core module file -> test files under tests/ importing `<package>.<module>`."""
+    texts = {}
+    for path in sorted((root / "tests").rglob("*.py")) if (root / "tests").is_dir() else []:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            texts[path.relative_to(root).as_posix()] = path.read_text(encoding="utf-8")
+    found = {}
+    for module in modules:
+        p, m = re.escape(package), re.escape(module)
+        pattern = re.compile(rf"\b{p}\.{m}\b|^\s*from\s+{p}\s+import\s+[^\n]*\b{m}\b", re.M)
+        found[f"{package}/{module}.py"] = tuple(rel for rel, text in texts.items() if pattern.search(text))
+    return found
+
+
+def _overlapping(archive, experiment_id: str, names: list[str], core) -> list[str]:
+    """Other active experiments that changed the same definitions: the core moves under them."""
+    warnings = []
+    for other_id, other in archive.experiments.items():
+        if other_id in (experiment_id, archive.starter) or other.status != "active":
+            continue
+        try:
+            text = codediff.experiment_file(archive.root, other.path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        # An untouched copy holds the core's text verbatim; only the others need parsing.
+        suspects = [n for n in names if codediff.core_definition(core, n).source not in text]
+        if not suspects:
+            continue
+        try:
+            module = codediff.parse_module(text, other.path)
+        except GrugError:
+            continue
+        hit = [
+            n for n in suspects
+            if n in module.definitions
+            and module.definitions[n].fingerprint != codediff.core_definition(core, n).fingerprint
+        ]  # fmt: skip
+        if hit:
+            warnings.append(
+                f"{other_id} also changed {', '.join(hit)}: the core moves under it; "
+                f"re-check it with `grugctl diff {other_id}`."
+            )
+    return warnings
+
+
+def _git_checks(repo, archive, entry, paths: list[Path], target: str | None, commit: bool, branch: str):
+    """Refusals that need git; returns (last_known_good, warnings)."""
+    root = archive.root
+    exp_file = codediff.experiment_file(root, entry.path)
+    last = gitinfo.last_commit_with(repo, exp_file)
+    warnings = []
+    if target is not None and (last is None or gitinfo.is_dirty(repo, [root / target])):
+        raise GrugError(
+            f"--delete would lose uncommitted work in {target}, which restore could not bring back; "
+            "commit it first."
+        )
+    if gitinfo.is_dirty(repo, [exp_file]):
+        warnings.append(f"{entry.path} has uncommitted changes; last_known_good does not hold them.")
+    if commit:
+        if gitinfo.resolve_shas(repo, [f"refs/heads/{branch}"])[f"refs/heads/{branch}"] is not None:
+            raise GrugError(f"branch {branch} already exists; delete it or merge it before promoting again.")
+        dirty = [p for p in paths if gitinfo.is_dirty(repo, [p])]
+        if dirty:
+            names = ", ".join(p.relative_to(root).as_posix() for p in dirty)
+            raise GrugError(f"--commit would also commit uncommitted changes in {names}; commit them first.")
+    return last, warnings
+
+
+def _sources(archive, experiment_id: str, allow_dirty: bool):
+    """(entry, repo, experiment module, starter module, starter file, core), after the refusals that
+    need no diff."""
+    entry = _refuse_entry(archive, experiment_id)
+    if archive.starter is None:
+        raise GrugError("archive.yaml names no starter, so promote has none to update; set `starter:` there.")
+    repo = lifecycle.open_repo(archive.root)
+    if not gitinfo.has_commits(repo):
+        raise GrugError("the repository has no commits yet; commit the experiment first.")
+    if not allow_dirty and gitinfo.is_dirty(repo):
+        raise GrugError(
+            "the working tree has uncommitted changes; commit or stash them, or pass --allow-dirty."
+        )
+    experiment = codediff.read_module(archive.root, entry.path, f"experiment {experiment_id}'s")
+    starter_entry = archive.experiments[archive.starter]
+    starter = codediff.read_module(archive.root, starter_entry.path, "the starter's")
+    starter_file = codediff.experiment_file(archive.root, starter_entry.path)
+    return entry, repo, experiment, starter, starter_file, codediff.load_core(archive.root / archive.core)
+
+
+def _choice_warnings(
+    entry, changes, names: list[str], drift: set[str], both: set[str], experiment
+) -> list[str]:
+    base = (entry.base or "")[:12]
+    warnings = [
+        f"{n} is as the core had it at {base}; the core changed it since, so it stays." for n in sorted(drift)
+    ]
+    warnings += [
+        f"the core's {n} also changed since {base}; promoting replaces that change."
+        for n in names
+        if n in both
+    ]
+    left = {
+        c.name
+        for c in changes
+        if c.status == codediff.CHANGED and c.name not in names and c.name not in drift
+    }
+    for name in names:
+        missed = sorted(experiment.definitions[name].references & left)
+        if missed:
+            warnings.append(
+                f"{name} uses {', '.join(missed)}, which {entry.id} also changed but is not promoted."
+            )
+    return warnings
+
+
+def _core_edits(archive, experiment, core, names, helpers, home) -> tuple[list[FileEdit], dict, dict]:
+    """(edits, module file -> definitions spliced, module file -> imports added) for the core."""
+    edits, modules, imports = [], {}, {}
+    for stem in dict.fromkeys(home[n] for n in names + helpers):
+        rel = f"{Path(archive.core).as_posix()}/{stem}.py"
+        old = (archive.root / rel).read_bytes()
+        mine = [n for n in names if home[n] == stem], [h for h in helpers if home[h] == stem]
+        text, done, added = splice(
+            old.decode("utf-8"), rel, experiment, core, *mine, f"{core.package}.{stem}"
+        )
+        if added:
+            text = sort_imports(archive.root, rel, old.decode("utf-8"), text)
+        edits.append(FileEdit(rel, old, text.encode("utf-8")))
+        modules[rel], imports[rel] = tuple(done), tuple(added)
+    return edits, modules, imports
+
+
+def _starter_edit(archive, starter_file: Path, experiment, core, names, helpers):
+    """(the starter's edit or None, definitions updated, imports added)."""
+    rel = starter_file.relative_to(archive.root).as_posix()
+    old = starter_file.read_bytes()
+    text, done, added = splice(old.decode("utf-8"), rel, experiment, core, names, helpers, "")
+    if added:
+        text = sort_imports(archive.root, rel, old.decode("utf-8"), text)
+    edit = FileEdit(rel, old, text.encode("utf-8")) if text.encode("utf-8") != old else None
+    return edit, done, added
+
+
+def plan_promote(
+    archive,
+    experiment_id: str,
+    *,
+    only: Iterable[str] = (),
+    bucket: str | None = None,
+    allow_dirty: bool = False,
+    delete: bool = False,
+    commit: bool = False,
+    tests: Iterable[str] | None = None,
+) -> PromotePlan:
+    """Everything promote would do, checked, without writing anything."""
+    only = [n.strip() for n in only if n.strip()]
+    if bucket is not None and bucket not in codediff.BUCKETS:
+        raise GrugError(f"unknown bucket {bucket!r}; use one of {', '.join(codediff.BUCKETS)}.")
+    entry, repo, experiment, starter, starter_file, core = _sources(archive, experiment_id, allow_dirty)
+    changes = codediff.diff_against_core(experiment, core, starter, experiment_id)
+    drift, both = _core_moved(archive, entry, experiment, core)
+    chosen = _select(experiment_id, changes, only, bucket, drift)
+    names = [c.name for c in chosen]
+    helpers = _helpers(experiment, changes, names)
+    _harness_check(experiment, codediff.harness_names(starter, core), names + helpers)
+    home = _homes(experiment, core, names, helpers)
+    warnings = _choice_warnings(entry, changes, names, drift, both, experiment)
+
+    edits, modules, imports = _core_edits(archive, experiment, core, names, helpers, home)
+    core_diff = "".join(_unified(e.path, e.old, e.new) for e in edits)
+    starter_edit, starter_done, added = _starter_edit(archive, starter_file, experiment, core, names, helpers)
+    if starter_edit is not None:
+        edits.append(starter_edit)
+        imports[starter_edit.path] = tuple(added)
+    missing = [n for n in names if n not in starter_done]
+    if missing:
+        warnings.append(f"the starter holds no copy of {', '.join(missing)}, so only the core gets it.")
+
+    target = lifecycle.removal_target(archive, entry) if delete else None
+    branch = f"promote/{experiment_id}"
+    paths = [archive.root / e.path for e in edits] + [archive.path]
+    last, git_warnings = _git_checks(repo, archive, entry, paths, target, commit, branch)
+    warnings += git_warnings + _overlapping(archive, experiment_id, names, core)
+    test_args, narrowed = gate_tests(archive.root, tests)
+    if not test_args:
+        warnings.append(
+            f"no core tests match {' '.join(GATE_TESTS)}; the gate is only the starter's smoke run."
+        )
+    return PromotePlan(
+        id=experiment_id,
+        path=entry.path,
+        purpose=entry.purpose,
+        names=tuple(names),
+        helpers=tuple(helpers),
+        modules=modules,
+        imports={k: v for k, v in imports.items() if v},
+        buckets=tuple(dict.fromkeys(c.bucket for c in chosen)),
+        edits=tuple(edits),
+        starter=starter_file.relative_to(archive.root).as_posix(),
+        starter_names=tuple(starter_done),
+        core_diff=core_diff,
+        tests=tuple(test_args),
+        narrowed=narrowed,
+        covering=covering_tests(archive.root, core.package, dict.fromkeys(home[n] for n in names + helpers)),
+        last_known_good=last,
+        delete=delete,
+        delete_target=target,
+        delete_tracked=target is not None and lifecycle.tracked(repo, archive.root, target),
+        commit=commit,
+        branch=branch,
+        warnings=tuple(warnings),
+    )
+
+
+# ---------------------------------------------------------------- doing it
+
+
+@contextlib.contextmanager
+def _signals(handler) -> Iterator[None]:
+    """Route SIGTERM / SIGHUP (and SIGINT when `handler` is SIG_IGN) through `handler` meanwhile; only
+    the main thread may install handlers, elsewhere this is a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wanted = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    if handler is signal.SIG_IGN:
+        wanted.append(signal.SIGINT)
+    previous = {s: signal.signal(s, handler) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _record(archive, plan: PromotePlan, superseded_by: str, first: bool) -> None:
+    """The archive edit; `first` also moves the status and records last_known_good."""
+
+    def edit(experiments, fresh) -> None:
+        node, entry = experiments.get(plan.id), fresh.experiments.get(plan.id)
+        if node is None or (first and entry.status != "active"):
+            raise GrugError(f"{plan.id} changed in archive.yaml during the promotion; run promote again.")
+        if first:
+            archive_mod.put_field(node, "status", "deleted" if plan.delete else "superseded")
+            if plan.last_known_good:
+                archive_mod.put_field(node, "last_known_good", plan.last_known_good[: archive_mod.SHA_LEN])
+        archive_mod.put_field(node, "superseded_by", superseded_by)
+
+    archive_mod.update_entries(archive.path, [plan.id], edit)
+
+
+def commit_message(plan: PromotePlan) -> str:
+    names = ", ".join(plan.names)
+    lines = [f"Promote {plan.id} into the core: {names}", "", plan.purpose, ""]
+    for path, spliced in plan.modules.items():
+        lines.append(f"- {path}: {', '.join(spliced)}")
+    if plan.starter_names:
+        lines.append(f"- {plan.starter}: the starter's copies of {', '.join(plan.starter_names)}")
+    lines.append(f"- archive.yaml: {plan.id} {'deleted' if plan.delete else 'superseded'} by this commit")
+    if plan.delete:
+        lines.append(f"- {plan.delete_target}: removed")
+    lines += [
+        "",
+        f"Experiment: {plan.path}"
+        + (f" (last known good {plan.last_known_good[:12]})" if plan.last_known_good else ""),
+    ]
+    tests = f"pytest {' '.join(plan.tests)}; " if plan.tests else ""
+    lines.append(f"Gate passed: {tests}{plan.starter} --smoke")
+    return "\n".join(lines) + "\n"
+
+
+def _commit(repo, message: str, paths: list[Path]) -> str:
+    lifecycle.git(repo, "add", "--", *(str(p) for p in paths if p.exists()))
+    lifecycle.git(repo, "commit", "-q", "-m", message, "--", *(str(p) for p in paths))
+    return repo.head.commit.hexsha
+
+
+def _current_ref(repo) -> str:
+    """The branch to go back to, or the commit when HEAD is detached."""
+    if repo.head.is_detached:
+        return repo.head.commit.hexsha
+    return lifecycle.git(repo, "rev-parse", "--abbrev-ref", "HEAD").strip()
+
+
+def _check_unchanged(root: Path, plan: PromotePlan) -> None:
+    for edit in plan.edits:
+        if (root / edit.path).read_bytes() != edit.old:
+            raise GrugError(f"{edit.path} changed since the plan was made; run promote again.")
+
+
+def _splice_and_gate(root: Path, plan: PromotePlan, progress: Callable[[str], None]) -> GateResult:
+    for edit in plan.edits:
+        lifecycle.write_bytes(root / edit.path, edit.new)
+    gate = run_gate(root, plan.starter, plan.tests, progress)
+    if not gate.ok:
+        raise GateFailed(
+            f"the gate's {gate.failed} failed after splicing {', '.join(plan.names)}; every touched file "
+            "was restored byte for byte and nothing was promoted.",
+            gate.tail,
+        )
+    return gate
+
+
+def _land(repo, archive, plan: PromotePlan, undo: dict) -> str | None:
+    """After the gate: archive.yaml, the removal, the promotion commit. `undo` collects what to revert;
+    returns the commit's SHA (None without --commit)."""
+    root = archive.root
+    _record(archive, plan, archive_mod.CORE_PENDING, first=True)
+    paths = [root / e.path for e in plan.edits] + [archive.path]
+    if plan.delete:
+        undo["removed"] = lifecycle.remove_target(repo, root, plan.delete_target, plan.delete_tracked)
+        if plan.delete_tracked:
+            paths.append(root / plan.delete_target)
+            undo["staged"].append(root / plan.delete_target)
+    if not plan.commit:
+        return None
+    here = _current_ref(repo)
+    lifecycle.git(repo, "checkout", "-q", "-b", plan.branch)
+    undo["branch_from"] = here
+    undo["staged"] += paths
+    return _commit(repo, commit_message(plan), paths)
+
+
+def _rollback(repo, archive, plan: PromotePlan, undo: dict) -> list[str]:
+    """Undo everything in reverse order, deaf to further interrupts; keeps going past failures and
+    returns what it could not undo."""
+    failed = []
+    with _signals(signal.SIG_IGN):
+        if undo["branch_from"] is not None:
+            try:
+                lifecycle.git(repo, "checkout", "-q", undo["branch_from"])
+                lifecycle.git(repo, "branch", "-q", "-D", plan.branch)
+            except GrugError as error:
+                failed.append(str(error))
+        if undo["staged"]:
+            with contextlib.suppress(GrugError):
+                lifecycle.git(repo, "reset", "-q", "--", *(str(p) for p in undo["staged"]))
+        if undo["removed"] is not None:
+            target, tracked = plan.delete_target, plan.delete_tracked
+            failed += lifecycle.put_back(repo, archive.root, target, undo["removed"], tracked)
+        failed += lifecycle.restore_files(archive.root, undo["saved"])
+    return failed
+
+
+def promote(
+    archive, plan: PromotePlan, progress: Callable[[str], None] = lambda message: None
+) -> PromoteOutcome:
+    """Splice, gate, record, (delete), (commit). Any failure or interruption before the promotion commit
+    exists restores every touched file byte for byte, and re-raises."""
+    root = archive.root
+    repo = lifecycle.open_repo(root)
+    _check_unchanged(root, plan)
+    touched = [e.path for e in plan.edits] + [archive.path.relative_to(root).as_posix()]
+    undo = {"saved": lifecycle.snapshot(root, touched), "removed": None, "branch_from": None, "staged": []}
+    with _signals(_interrupt):
+        try:
+            gate = _splice_and_gate(root, plan, progress)
+            sha = _land(repo, archive, plan, undo)
+        except BaseException as error:
+            failed = _rollback(repo, archive, plan, undo)
+            if failed:
+                raise GrugError(
+                    f"promotion failed ({error}) and these could not be restored: {', '.join(failed)}; "
+                    "restore them from git."
+                ) from error
+            raise
+    if sha is None:
+        return PromoteOutcome(gate, archive_mod.CORE_PENDING, None, None, ())
+    return _record_sha(repo, archive, plan, gate, sha)
+
+
+def _record_sha(repo, archive, plan: PromotePlan, gate: GateResult, sha: str) -> PromoteOutcome:
+    """The second commit: superseded_by core@<promotion commit>. A failure here leaves a consistent
+    state (core@pending, committed), so it warns instead of rolling back."""
+    value = f"core@{sha[: archive_mod.SHA_LEN]}"
+    try:
+        _record(archive, plan, value, first=False)
+        message = f"Record {plan.id}'s promotion as {value}\n"
+        record = _commit(repo, message, [archive.path])
+    except GrugError as error:
+        warning = (
+            f"recording the promotion commit failed ({error}); set {plan.id}'s superseded_by to {value} "
+            "and commit archive.yaml yourself."
+        )
+        return PromoteOutcome(gate, archive_mod.CORE_PENDING, sha, None, (warning,))
+    return PromoteOutcome(gate, value, sha, record, ())
