@@ -61,14 +61,14 @@ class SpeedrunConfig:
     )
     batch_size: int = 32
     seq_len: int = 128
-    steps: int = 1500
+    steps: int = 450
     peak_lr: float = 3e-3
     warmup_steps: int = 50
     weight_decay: float = 0.1
     z_loss_weight: float = 1e-4
-    eval_every: int = 100
+    eval_every: int = 50
     eval_batches: int = 8
-    target_val_bpb: float = 2.0
+    target_val_bpb: float = 2.7
     log_every: int = 20
     seed: int = 0
 
