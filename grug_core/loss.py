@@ -21,18 +21,19 @@ import jax
 import jax.numpy as jnp
 
 
-def _logits_block(h: jax.Array, lm_head: jax.Array, cap: float | None) -> tuple[jax.Array, jax.Array]:
-    """h [C, M] -> (soft-capped logits [C, V], raw logits [C, V]), both fp32."""
-    raw = jnp.einsum("cm,mv->cv", h, lm_head, preferred_element_type=jnp.float32)
-    return (cap * jnp.tanh(raw / cap) if cap is not None else raw), raw
-
-
 def _block_loss(h, lm_head, labels, weights, z_loss_weight, cap):
-    """Sum over the block of weight * (lse - logit[label] + z * lse^2); also returns lse [C]."""
-    z, _ = _logits_block(h, lm_head, cap)
-    lse = jax.nn.logsumexp(z, axis=-1)
+    """h [C, M] -> (sum over the block of weight * (lse - z[label] + z_w * lse^2), (z, softmax, lse)).
+    One exp pass over the [C, V] logits serves both the logsumexp and the softmax."""
+    z = jnp.einsum("cm,mv->cv", h, lm_head, preferred_element_type=jnp.float32)
+    if cap is not None:
+        z = cap * jnp.tanh(z / cap)
+    z_max = jax.lax.stop_gradient(z.max(axis=-1, keepdims=True))
+    exp = jnp.exp(z - z_max)
+    sum_exp = exp.sum(axis=-1)
+    lse = jnp.log(sum_exp) + z_max[:, 0]
     target = jnp.take_along_axis(z, labels[:, None], axis=-1)[:, 0]
-    return jnp.sum(weights * (lse - target + z_loss_weight * lse**2)), (z, lse)
+    loss = jnp.sum(weights * (lse - target + z_loss_weight * lse**2))
+    return loss, (z, exp / sum_exp[:, None], lse)
 
 
 def split_into_blocks(hidden, labels, loss_mask, block_size):
@@ -69,11 +70,12 @@ def blockwise_cross_entropy_fwd(h_blocks, lm_head, labels, weights, z_loss_weigh
     def body(carry, block):
         total, d_lm_head = carry
         h, y, w = block
-        loss, (z, lse) = _block_loss(h, lm_head, y, w, z_loss_weight, cap)
-        # d loss / d z = softmax * (1 + 2 z_w lse) - onehot(label), per token weight * scale.
-        probs = jnp.exp(z - lse[:, None])
-        d_z = probs * (1.0 + 2.0 * z_loss_weight * lse)[:, None] - jax.nn.one_hot(y, z.shape[-1])
-        d_z = d_z * (w * scale)[:, None]
+        loss, (z, probs, lse) = _block_loss(h, lm_head, y, w, z_loss_weight, cap)
+        # d loss / d z = (softmax * (1 + 2 z_w lse) - onehot(label)) * weight * scale; the one-hot is a
+        # scatter into the label column rather than another [C, V] array.
+        token_scale = w * scale
+        d_z = probs * (token_scale * (1.0 + 2.0 * z_loss_weight * lse))[:, None]
+        d_z = d_z.at[jnp.arange(y.shape[0]), y].add(-token_scale)
         if cap is not None:
             d_z = d_z * (1.0 - (z / cap) ** 2)  # tanh' expressed through the capped logits
         d_h = jnp.einsum("cv,mv->cm", d_z, lm_head, preferred_element_type=jnp.float32)
