@@ -194,10 +194,7 @@ def run_gate(root: Path, starter: str, tests: Iterable[str], progress: Callable[
 
 
 def _refuse_entry(archive, experiment_id: str):
-    entry = archive.experiments.get(experiment_id)
-    if entry is None:
-        known = ", ".join(sorted(archive.experiments)) or "none"
-        raise GrugError(f"no experiment called {experiment_id!r} in archive.yaml (known: {known}).")
+    entry = archive_mod.get_entry(archive, experiment_id)
     if experiment_id == archive.starter:
         raise GrugError(
             f"{experiment_id} is the starter, which tracks the core; promote an experiment instead."

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import git
 import pytest
+from repo_copy import commit_all, make_repo
 from test_diff import _invoke, edit_definition, experiment_file, starter_file
-from test_promote import commit, make_repo
 
 from grugctl import archive, checks, codediff, promote
 from grugctl.results import RESULT_KEYS
@@ -32,9 +32,9 @@ def template(tmp_path_factory) -> Path:
     root = make_repo(tmp_path_factory.mktemp("template"))
     result = _invoke(root, ["new", IDEA, "--bucket", "mlp", "--purpose", "Try a GELU gate in the MLP."])
     assert result.exit_code == 0, result.output
-    commit(root, f"{IDEA}: scaffold")
+    commit_all(root, f"{IDEA}: scaffold")
     assert _invoke(root, ["archive", "resolve"]).exit_code == 0
-    commit(root, "resolve SHAs")
+    commit_all(root, "resolve SHAs")
     return root
 
 
@@ -246,7 +246,7 @@ def test_drifted_experiment_warns_and_names_the_definitions(repo: Path):
     core = repo / "grug_core" / "model.py"
     edit_definition(core, "rms_norm", "+ eps)", "+ 2 * eps)")
     edit_definition(starter_file(repo), "rms_norm", "+ eps)", "+ 2 * eps)")  # the starter tracks the core
-    commit(repo, "core: rms_norm changes")
+    commit_all(repo, "core: rms_norm changes")
     code, results = check(repo)
     assert code == 0 and results["drift"]["status"] == "warn"  # a warning, not a failure
     base = archive.load_archive(repo / "archive.yaml").experiments[IDEA].base
@@ -327,7 +327,7 @@ def test_core_tests_default_to_every_core_test_with_the_sharding_one(monkeypatch
 def test_full_check_passes_on_a_clean_repo(tmp_path: Path, monkeypatch):
     repo = make_repo(tmp_path)  # the starter alone: one real smoke run
     assert _invoke(repo, ["archive", "resolve"]).exit_code == 0
-    commit(repo, "resolve SHAs")
+    commit_all(repo, "resolve SHAs")
     write(
         repo,
         TINY_TEST,

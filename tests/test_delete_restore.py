@@ -9,7 +9,7 @@ import os
 import git
 import pytest
 from test_diff import _invoke, experiment_file, surface_edit
-from test_promote import STARTER_ID, commit, entry, git_state, make_repo, snapshot
+from test_promote import STARTER_ID, commit_all, entry, git_state, make_repo, snapshot
 
 from grugctl import archive, lifecycle
 
@@ -29,7 +29,7 @@ def experiment(root, idea: str = IDEA, *extra: str):
     surface_edit(path, "mlp")
     (path.parent / "NOTES.md").write_text("Measured on 2 cores.\n")
     os.chmod(path, 0o755)  # the mode comes back too
-    commit(root, f"add {idea}")
+    commit_all(root, f"add {idea}")
     return path
 
 
@@ -51,7 +51,7 @@ def test_delete_then_restore_gives_identical_bytes(repo):
     status = git.Repo(repo).git.status("--porcelain")
     assert "D  experiments/speedrun/grugformer_wide_mlp/grugformer_wide_mlp.py" in status  # staged: git rm
     assert _invoke(repo, ["archive", "status"]).stderr.count("warning") == 0
-    commit(repo, "delete it")
+    commit_all(repo, "delete it")
 
     result = _invoke(repo, ["restore", IDEA])
     assert result.exit_code == 0, result.output
@@ -76,7 +76,7 @@ def test_restore_as_a_new_id_renames_by_the_scaffold_rule(repo):
     path = experiment(repo)
     before = folder_bytes(path.parent)
     assert _invoke(repo, ["delete", IDEA, "--yes"]).exit_code == 0
-    sha = commit(repo, "delete it")
+    sha = commit_all(repo, "delete it")
     old_sha = entry(repo, IDEA).last_known_good
 
     result = _invoke(repo, ["restore", IDEA, "--as", "wide-mlp-again"])
@@ -112,7 +112,7 @@ def test_dry_runs_write_nothing(repo):
 def test_delete_warns_about_experiments_that_name_it_as_origin(repo):
     experiment(repo)
     assert _invoke(repo, ["new", "child", "--from", IDEA, "--purpose", "Build on it."]).exit_code == 0
-    commit(repo, "child")
+    commit_all(repo, "child")
     result = _invoke(repo, ["delete", IDEA, "--yes"])
     assert result.exit_code == 0, result.output
     assert "warning: child names wide-mlp as its origin" in result.stderr
@@ -154,7 +154,7 @@ def test_refusals_are_one_sentence_exit_2_and_write_nothing(repo, args, setup, m
     path = experiment(repo)
     if setup in ("deleted", "in-the-way", "bad-sha"):
         assert _invoke(repo, ["delete", IDEA, "--yes"]).exit_code == 0
-        commit(repo, "delete it")
+        commit_all(repo, "delete it")
     if setup == "dirty":
         path.write_text(path.read_text() + "\n# unsaved idea\n")
     elif setup == "uncommitted":
@@ -190,7 +190,7 @@ def test_restore_reactivates_a_superseded_experiment_whose_file_is_still_there(r
     path = experiment(repo)
     before = folder_bytes(path.parent)
     archive.set_fields(repo / "archive.yaml", IDEA, status="superseded", superseded_by="core@pending")
-    commit(repo, "superseded")
+    commit_all(repo, "superseded")
     result = _invoke(repo, ["restore", IDEA])
     assert result.exit_code == 0, result.output
     assert folder_bytes(path.parent) == before

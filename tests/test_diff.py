@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
+from repo_copy import commit_all, make_repo
 from typer.testing import CliRunner
 
 from grugctl import archive, codediff, diffrender
@@ -220,15 +220,6 @@ def test_syntax_error_is_one_sentence():
 # ------------------------------------------------------------------------------- command, real repos
 
 
-def commit_all(root: Path, message: str) -> str:
-    import git as gitpython
-
-    repo = gitpython.Repo(root)
-    repo.git.add(A=True)
-    repo.index.commit(message)
-    return repo.head.commit.hexsha
-
-
 def _invoke(root: Path, args):
     import os
 
@@ -268,31 +259,6 @@ def surface_edit(path: Path, name: str) -> None:
 
 
 SURFACES = ("attention", "rms_norm", "mlp", "block", "forward", "next_token_loss", "optimizer")
-
-
-def make_repo(tmp_path: Path) -> Path:
-    """A git repository holding a copy of this repository's core, experiments and archive. A starter
-    that does not (yet) hold copies of the core's bucket definitions gets them appended."""
-    import git as gitpython
-
-    root = tmp_path / "repo"
-    root.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "runs", "results*.json")
-    for name in ("grug_core", "experiments"):
-        shutil.copytree(REPO / name, root / name, ignore=ignore)
-    for name in ("archive.yaml", "pyproject.toml"):
-        shutil.copy2(REPO / name, root / name)
-    starter = starter_file(root)
-    if "mlp" not in codediff.parse_module(starter.read_text()).definitions:
-        core = codediff.load_core(root / "grug_core")
-        copies = [codediff.core_definition(core, n).source for n in SURFACES if n in core.owner]
-        starter.write_text(starter.read_text() + "\n\n" + "\n\n".join(copies))
-    repo = gitpython.Repo.init(root)
-    with repo.config_writer() as config:
-        config.set_value("user", "name", "Test")
-        config.set_value("user", "email", "test@example.com")
-    commit_all(root, "initial")
-    return root
 
 
 @pytest.fixture()

@@ -1,5 +1,5 @@
 """grugctl new: scaffolding, registration, and refusals that write nothing, in temporary git repositories
-built from a copy of this repository (see test_diff.make_repo). No JAX is imported or run."""
+built from a copy of this repository (see repo_copy.make_repo). No JAX is imported or run."""
 
 from __future__ import annotations
 

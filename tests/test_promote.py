@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import git
 import pytest
+from repo_copy import commit_all, make_repo
 from test_diff import _invoke, edit_definition, experiment_file, starter_file, surface_edit
 
 from grugctl import archive, codediff, promote
@@ -54,34 +54,6 @@ PIN_TEST_SOURCE = FAST_TEST_SOURCE.replace("test_mlp_keeps_the_shape", "test_mlp
 # Temporary repositories
 
 
-def make_repo(tmp_path: Path) -> Path:
-    """A git repository holding a copy of this repository's core, experiments, archive and core tests."""
-    root = tmp_path / "repo"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "runs", "results*.json")
-    for name in ("grug_core", "experiments"):
-        shutil.copytree(REPO / name, root / name, ignore=ignore)
-    for name in ("archive.yaml", "pyproject.toml", "README.md", ".gitignore"):
-        shutil.copy2(REPO / name, root / name)
-    (root / "tests").mkdir()
-    for test in sorted(REPO.glob("tests/test_grugformer_*.py")):
-        shutil.copy2(test, root / "tests" / test.name)
-    shutil.copytree(REPO / "tests" / "multidevice", root / "tests" / "multidevice", ignore=ignore)
-    repo = git.Repo.init(root)
-    with repo.config_writer() as config:
-        config.set_value("user", "name", "Test")
-        config.set_value("user", "email", "test@example.com")
-        config.set_value("commit", "gpgsign", "false")
-    commit(root, "initial")
-    return root
-
-
-def commit(root: Path, message: str) -> str:
-    repo = git.Repo(root)
-    repo.git.add(A=True)
-    repo.git.commit("-q", "-m", message)
-    return repo.head.commit.hexsha
-
-
 def write(root: Path, rel: str, text: str) -> None:
     (root / rel).write_text(text)
 
@@ -92,7 +64,7 @@ def gelu_experiment(root: Path, idea: str = IDEA) -> Path:
     assert result.exit_code == 0, result.output
     path = experiment_file(root, idea)
     edit_definition(path, "mlp", SILU, GELU)
-    commit(root, f"{idea}: GELU gate")
+    commit_all(root, f"{idea}: GELU gate")
     return path
 
 
@@ -413,20 +385,20 @@ def test_refusals_are_one_sentence_exit_2_and_write_nothing(repo, args, setup, m
         write(repo, "README.md", "changed\n")
     elif setup == "superseded":
         archive.set_fields(repo / "archive.yaml", IDEA, status="superseded", superseded_by="core@pending")
-        commit(repo, "superseded")
+        commit_all(repo, "superseded")
     elif setup == "plain":
         assert _invoke(repo, ["new", "plain", "--purpose", "Nothing changed."]).exit_code == 0
-        commit(repo, "plain")
+        commit_all(repo, "plain")
     elif setup == "two-buckets":
         surface_edit(path, "attention")
-        commit(repo, "two buckets")
+        commit_all(repo, "two buckets")
     elif setup == "branch":
         git.Repo(repo).git.branch(f"promote/{IDEA}")
     elif setup == "dirty-experiment":
         path.write_text(path.read_text() + "\n# more\n")
     elif setup == "harness":
         edit_definition(path, "mlp", GELU, "SMOKE.seed * " + GELU)
-        commit(repo, "harness")
+        commit_all(repo, "harness")
     files, state = snapshot(repo), git_state(repo)
     result = _invoke(repo, args)
     assert result.exit_code == 2, result.output
@@ -439,10 +411,10 @@ def test_plan_warns_about_overlaps_and_leaves_copies_the_core_moved(repo):
     gelu_experiment(repo)
     other = gelu_experiment(repo, "gelu-too")
     edit_definition(other, "mlp", GELU, "2.0 * " + GELU)
-    commit(repo, "another mlp change")
+    commit_all(repo, "another mlp change")
     # the core moves after both were scaffolded: rms_norm changes there, the experiments keep the old copy
     surface_edit(repo / "grug_core" / "model.py", "rms_norm")
-    commit(repo, "core: rms_norm")
+    commit_all(repo, "core: rms_norm")
 
     loaded = archive.load_archive(repo / "archive.yaml")
     plan = promote.plan_promote(loaded, IDEA)
@@ -468,7 +440,7 @@ def test_plan_carries_a_helper_and_sorts_the_import_it_needs(repo):
     )
     text = mlp.source.replace(GELU, "gelu_tanh(")
     path.write_text(codediff.replace_definition(source, mlp, helper + text))
-    commit(repo, "gelu by hand")
+    commit_all(repo, "gelu by hand")
 
     plan = promote.plan_promote(archive.load_archive(repo / "archive.yaml"), IDEA)
     assert (plan.names, plan.helpers) == (("mlp",), ("gelu_tanh",))
