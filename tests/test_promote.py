@@ -314,6 +314,8 @@ def test_ctrl_c_during_the_gate_restores_everything(repo, narrowed):
     child = subprocess.Popen(
         [sys.executable, "-m", "grugctl.cli", "promote", IDEA, "--yes", "--commit"],
         cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        # A runner started in the background (CI, `cmd &`) ignores SIGINT, and children inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while GELU not in model.read_text() and time.monotonic() < deadline:

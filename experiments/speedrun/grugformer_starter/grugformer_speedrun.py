@@ -339,7 +339,10 @@ def git_state() -> tuple[str | None, bool | None]:
         ["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, check=True
     ).stdout.strip()
     try:
-        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain"))
+        # archive.yaml is the paper trail, not code: recording one seed must not mark the next dirty.
+        return git("rev-parse", "HEAD"), bool(
+            git("status", "--porcelain", ":(top)", ":(top,exclude)archive.yaml")
+        )
     except (OSError, subprocess.CalledProcessError):
         return None, None
 
