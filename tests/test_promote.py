@@ -306,16 +306,22 @@ def test_a_failing_core_test_rolls_everything_back_byte_for_byte(repo, monkeypat
     assert entry(repo).status == "active"
 
 
+# A runner started in the background (CI, `cmd &`) ignores SIGINT and children inherit that, so the
+# child restores the default before becoming grugctl (preexec_fn would fork a JAX-threaded process).
+DEFAULT_SIGINT_THEN_GRUGCTL = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'grugctl.cli', *sys.argv[1:]])"
+)
+
+
 def test_ctrl_c_during_the_gate_restores_everything(repo, narrowed):
     write(repo, narrowed, FAST_TEST_SOURCE)
     gelu_experiment(repo)
     files, state = snapshot(repo), git_state(repo)
     model = repo / "grug_core" / "model.py"
     child = subprocess.Popen(
-        [sys.executable, "-m", "grugctl.cli", "promote", IDEA, "--yes", "--commit"],
+        [sys.executable, "-c", DEFAULT_SIGINT_THEN_GRUGCTL, "promote", IDEA, "--yes", "--commit"],
         cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        # A runner started in the background (CI, `cmd &`) ignores SIGINT, and children inherit that.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while GELU not in model.read_text() and time.monotonic() < deadline:
