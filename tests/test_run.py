@@ -37,9 +37,12 @@ def test_a_few_dozen_steps_lower_validation_loss(tmp_path):
 
 def test_grugctl_run_smoke_records_every_seed_with_a_complete_results_file(tmp_path):
     root = make_repo(tmp_path)
+    earlier = experiments(root)["grugformer-starter"].get("results", [])
     result = _invoke(root, ["run", "grugformer-starter", "--smoke", "--seed", "3", "--seeds", "2"])
     assert result.exit_code == 0, result.output
     records = experiments(root)["grugformer-starter"]["results"]
+    assert records[: len(earlier)] == earlier  # appended, nothing earlier rewritten
+    records = records[len(earlier) :]
     head = git.Repo(root).head.commit.hexsha
     assert [r["seed"] for r in records] == [3, 4]
     for record in records:
