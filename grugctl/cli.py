@@ -18,8 +18,10 @@ from grugctl.errors import GrugError
 T = TypeVar("T")
 
 # Data goes to stdout, messages to stderr; rich already drops colour when the stream is not a TTY.
-out = Console(no_color=bool(os.environ.get("NO_COLOR")) or None, soft_wrap=True)
-err = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None, soft_wrap=True)
+# User text is printed as written: no markup ([bold]) and no emoji codes (:x:) are interpreted.
+NO_COLOR = bool(os.environ.get("NO_COLOR")) or None
+out = Console(no_color=NO_COLOR, soft_wrap=True, markup=False, emoji=False, highlight=False)
+err = Console(stderr=True, no_color=NO_COLOR, soft_wrap=True, markup=False, emoji=False, highlight=False)
 
 app = typer.Typer(
     help="Scaffold, diff, run, promote and check experiments against grug_core.\n\n"
@@ -43,11 +45,28 @@ def fail(message: str, exit_code: int = 2) -> typer.Exit:
 
 
 def guarded(action: Callable[[], T]) -> T:
-    """Run a domain call; a GrugError becomes one line on stderr and its exit code."""
+    """Run a domain call; a GrugError (or an OS error nothing caught) becomes one line on stderr and its
+    exit code."""
+    from grugctl.transaction import os_error
+
     try:
         return action()
     except GrugError as error:
         raise fail(str(error), error.exit_code) from None
+    except OSError as error:
+        raise fail(str(os_error(error, "use"))) from None
+
+
+def _find(archive_path: Path | None, reading: bool = True) -> Path:
+    """The archive.yaml to use; a reading command that finds a half-done command's journal says so (a
+    writing one refuses, in the domain, with the same sentence)."""
+    from grugctl import archive, transaction
+
+    path = guarded(lambda: archive.find_archive(None, archive_path))
+    journal = guarded(lambda: transaction.interrupted(path.parent)) if reading else None
+    if journal is not None:
+        _warn([transaction.interrupted_sentence(journal)])
+    return path
 
 
 def version_callback(value: bool) -> None:
@@ -160,9 +179,10 @@ def archive_status(
     """
     from grugctl import archive
 
+    path = _find(archive_path)
+
     def report() -> dict:
-        loaded = archive.load_archive(archive.find_archive(None, archive_path))
-        return archive.status_report(loaded, status=status, bucket=bucket)
+        return archive.status_report(archive.load_archive(path), status=status, bucket=bucket)
 
     data = guarded(report)
     if as_json:
@@ -185,11 +205,8 @@ def archive_show(
 
     from grugctl import archive
 
-    data = guarded(
-        lambda: archive.show_report(
-            archive.load_archive(archive.find_archive(None, archive_path)), experiment_id
-        )
-    )
+    path = _find(archive_path)
+    data = guarded(lambda: archive.show_report(archive.load_archive(path), experiment_id))
     if as_json:
         _json_out(data)
         return
@@ -305,10 +322,11 @@ def archive_import_md(
 # ---------------------------------------------------------------- grugctl new / diff
 
 
-def _load_archive(archive_path: Path | None):
-    from grugctl.archive import find_archive, load_archive
+def _load_archive(archive_path: Path | None, reading: bool = False):
+    from grugctl.archive import load_archive
 
-    return guarded(lambda: load_archive(find_archive(None, archive_path)))
+    path = _find(archive_path, reading)
+    return guarded(lambda: load_archive(path))
 
 
 @app.command()
@@ -380,7 +398,7 @@ def diff(
 
     if fmt not in diffrender.FORMATS:
         raise fail(f"unknown format {fmt!r}; use one of {', '.join(diffrender.FORMATS)}.")
-    archive = _load_archive(archive_path)
+    archive = _load_archive(archive_path, reading=True)
     report = guarded(lambda: codediff.diff_experiment(archive, experiment_id, against, bucket))
     color = output is None and fmt == "text" and out.is_terminal and not os.environ.get("NO_COLOR")
     text = diffrender.render(report, fmt, stat=stat, color=color)
@@ -569,6 +587,47 @@ def restore_command(
     else:
         _say(f"{verb[1]} {plan.id} active")
     _warn(list(plan.warnings), prefix="note")
+
+
+@app.command("recover")
+def recover_command(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be rolled back; change nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    archive_path: ArchiveOption = None,
+) -> None:
+    """Roll back, byte for byte, a command that died halfway (killed, power loss), from its journal.
+
+    Every touched file gets its original bytes back (files it created go), HEAD returns to its branch,
+    a branch it created is deleted and the index entries it staged are reset.
+
+    Example: grugctl recover --dry-run
+    """
+    from grugctl import transaction
+
+    path = _find(archive_path, reading=False)
+    report = guarded(lambda: transaction.recover(path.parent, dry_run=True))
+    if report is None:
+        _say("nothing to recover: no command stopped halfway")
+        return
+    verb = ("would restore", "would remove") if dry_run else ("restored", "removed")
+    _say(f"`{report.what}` (pid {report.pid}, started {report.started}) stopped halfway")
+    if not dry_run:
+        _confirm("Roll it back?", yes)
+        report = guarded(lambda: transaction.recover(path.parent))
+        if report is None:
+            _say("nothing to recover: another grugctl recovered it meanwhile")
+            return
+    for rel in report.restored:
+        _say(f"{verb[0]} {rel}")
+    for rel in report.removed:
+        _say(f"{verb[1]} {rel}")
+    for step in report.git:
+        _say(f"{'would run' if dry_run else 'ran'} {step}")
+    if report.failed:
+        failed = ", ".join(report.failed)
+        raise fail(f"could not roll back {failed}; fix that and run `grugctl recover` again.")
+    if not dry_run:
+        _say(f"rolled back {len(report.restored) + len(report.removed)} file(s); the journal is gone")
 
 
 # ---------------------------------------------------------------- grugctl run

@@ -15,7 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from grugctl import transaction
 from grugctl.archive import Archive, append_result, get_entry
+from grugctl.codediff import experiment_file
 from grugctl.errors import CHECK_FAILED, GrugError
 from grugctl.results import RESULT_KEYS
 
@@ -30,7 +32,7 @@ def runnable_entry(archive: Archive, entry_id: str):
             f"experiment '{entry_id}' is {entry.status}; only active experiments run "
             f"(`grugctl restore {entry_id}` brings it back)"
         )
-    if not (archive.root / entry.path).is_file():
+    if not experiment_file(archive.root, entry.path).is_file():
         raise GrugError(f"experiment '{entry_id}' has no file at {entry.path}; restore it or fix its path")
     return entry
 
@@ -101,11 +103,14 @@ def run_experiment(
 ) -> list[dict]:
     """Run one child per seed; record each seed's summary as soon as it succeeds. A failed seed records
     nothing and stops the remaining seeds."""
+    if record:
+        transaction.refuse_if_interrupted(archive.root)
     entry = runnable_entry(archive, entry_id)
     summaries = []
     for seed in seeds:
         out = results_path(archive, entry_id, seed)
-        command = child_command(archive.root / entry.path, out, seed=seed, steps=steps, smoke=smoke)
+        file = experiment_file(archive.root, entry.path)
+        command = child_command(file, out, seed=seed, steps=steps, smoke=smoke)
         code = run_child(command, archive.root, entry_id)
         if code != 0:
             done = f"; {len(summaries)} earlier seed(s) were recorded" if summaries and record else ""
