@@ -1425,9 +1425,10 @@ def _read_markdown(markdown: Path) -> str:
         fd = os.open(markdown, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as error:
         raise transaction.os_error(error, "read", markdown) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise GrugError(f"{markdown} is not a regular file; pass a Markdown file")
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise GrugError(f"{markdown} is not a regular file; pass a Markdown file")
         try:
             data = handle.read(MAX_MARKDOWN + 1)
         except OSError as error:
