@@ -125,7 +125,7 @@ def test_concurrent_new_with_one_id_has_one_winner_and_keeps_its_file(repo):
         outcomes = [(p.wait(timeout=120), *p.communicate()) for p in procs]
         winners = [o for o in outcomes if o[0] == 0]
         assert len(winners) == 1, outcomes
-        for code, stdout, stderr in outcomes:
+        for code, _, stderr in outcomes:
             if code != 0:
                 assert code == 2 and "Traceback" not in stderr, stderr
                 lines = stderr.strip().splitlines()
@@ -154,8 +154,12 @@ def test_two_concurrent_promotes_leave_only_what_the_successful_one_wrote(repo):
     command = lambda idea: [sys.executable, "-m", "grugctl.cli", "promote", idea, "--yes"]
     procs = {
         idea: subprocess.Popen(
-            command(idea), cwd=repo, env={**os.environ, **env}, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True,
+            command(idea),
+            cwd=repo,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )  # fmt: skip
         for idea in (IDEA, "broken-mlp")
     }
