@@ -52,6 +52,8 @@ SHA_LEN = 12
 CORE_PENDING = "core@pending"
 MAX_DEPTH = 64  # nesting inside results; a deeper document is hostile, not a record of a run
 CLIP = 60  # characters of a value quoted in a message: messages never carry a file's content
+MAX_VALUE = 1 << 20  # characters in one value: notes, not data (ruamel needs ~10 s to edit 5 MB of it)
+MAX_ARCHIVE = 64 << 20  # bytes; a 1,000-entry archive is ~0.3 MB
 ID_RE = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
 SHA_RE = re.compile(r"[0-9a-f]{7,40}\Z")
 # YAML 1.2 core schema for plain scalars, the rules ruamel writes by, so both libraries agree on types.
@@ -183,6 +185,12 @@ def check_field(name: str, value: Any) -> Any:
         return _results(value)
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ValueError(f"expected text, found {_kind(value)}")
+    if len(str(value)) > MAX_VALUE:
+        raise ValueError(f"is longer than {MAX_VALUE} characters; keep large data in a file and name it here")
+    try:
+        str(value).encode("utf-8")
+    except UnicodeEncodeError:  # bytes that were not UTF-8 on the command line arrive as lone surrogates
+        raise ValueError("holds bytes that are not UTF-8 text; pass it as UTF-8") from None
     return CHECKS[name](str(value))
 
 
@@ -337,6 +345,8 @@ def _plain(node: Any, depth: int = 0) -> Any:
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_plain(item, depth + 1) for item in node.value]
+    if len(node.value) > MAX_VALUE:
+        raise _Bad(node, f"a value longer than {MAX_VALUE} characters; keep large data in a file")
     return _scalar(node)
 
 
@@ -462,10 +472,22 @@ def parse_archive(data: bytes, path: Path) -> Archive:
 
 
 def _read(path: Path) -> bytes:
+    """The archive's bytes: a regular file (a FIFO or a device would never end) of at most MAX_ARCHIVE."""
     from grugctl import transaction
 
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                if stat.S_ISDIR(os.fstat(fd).st_mode):
+                    raise IsADirectoryError()
+                raise GrugError(f"{display_path(path)} is not a regular file; pass the archive.yaml file")
+            data = handle.read(MAX_ARCHIVE + 1)
+        if len(data) > MAX_ARCHIVE:
+            raise GrugError(
+                f"{display_path(path)} is larger than {MAX_ARCHIVE >> 20} MiB; it is not an archive"
+            )
+        return data
     except FileNotFoundError:
         raise GrugError(f"{display_path(path)} does not exist; pass the right --archive path") from None
     except IsADirectoryError:
