@@ -574,40 +574,61 @@ def restore_command(
 # ---------------------------------------------------------------- grugctl run
 
 
+def _run_line(done) -> str:
+    row = done.row
+    reached = "target not reached"
+    if row["steps_to_target"] is not None:
+        tokens, seconds = row["tokens_to_target"], row["time_to_target_s"]
+        reached = f"target at step {row['steps_to_target']:.0f} ({tokens:,} tokens, {seconds:.1f} s)"
+    pair = f" [pair {row['pair']}]" if row.get("pair") else ""
+    where = f"; recorded in {row['record']}" if done.recorded else ""
+    return (
+        f"{done.entry_id} seed {row['seed']}{pair}: val_bpb {row['val_bpb']:.4f}, {reached}, "
+        f"{row['tokens_per_s']:,} tok/s{where}"
+    )
+
+
 @app.command("run")
 def run_command(
-    entry_id: str = typer.Argument(..., metavar="ID", help="The experiment to train."),
+    entry_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="The experiment(s) to train.")],
     steps: int | None = typer.Option(None, "--steps", min=1, help="Training steps (default: the file's)."),
     seed: int = typer.Option(0, "--seed", help="First seed."),
     seeds: int = typer.Option(1, "--seeds", min=1, help="Number of seeds: seed, seed+1, ..."),
+    paired: bool = typer.Option(
+        False, "--paired", help="Alternate the baseline and each experiment seed by seed on this machine."
+    ),
+    against: str | None = typer.Option(
+        None, "--against", help="The baseline of --paired (default: the starter)."
+    ),
     smoke: bool = typer.Option(False, "--smoke", help="Tiny config, 2 steps: checks the file runs."),
-    record: bool = typer.Option(True, "--record/--no-record", help="Append each seed's summary to results."),
+    record: bool | None = typer.Option(
+        None, "--record/--no-record", help="Record each run (default: yes, except for --smoke runs)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the runs' summary rows as JSON on stdout."),
     archive_path: ArchiveOption = None,
 ) -> None:
-    """Train an experiment in a child process and record each seed's results in archive.yaml.
+    """Train experiments in child processes; record each run under runs/<id>/ and in archive.yaml.
 
-    The run's JSON goes to runs/<id>/; progress streams from the child.
+    Each record holds the code (commit, file and core ids, any uncommitted patch), config, machine,
+    and curves; `grugctl compare` and `grugctl plot` read them. Progress streams on stderr.
 
-    Example: grugctl run grugformer-starter --seeds 3
+    Example: grugctl run relu-squared --seeds 5 --paired --steps 200
     """
     from grugctl import runner
 
     archive = _load_archive(archive_path)
-    summaries = guarded(
-        lambda: runner.run_experiment(
-            archive, entry_id, seeds=list(range(seed, seed + seeds)), steps=steps, smoke=smoke, record=record
+    show = None if as_json else (lambda done: _say(_run_line(done)))
+    finished = guarded(
+        lambda: runner.run_experiments(
+            archive, entry_ids, seeds=list(range(seed, seed + seeds)), steps=steps, smoke=smoke,
+            record=record, paired=paired, against=against, on_finished=show,
         )
-    )
-    for summary in summaries:
-        reached = summary["time_to_target_s"]
-        target = "not reached" if reached is None else f"{reached:.1f} s"
-        err.print(
-            f"seed {summary['seed']}: val_bpb {summary['val_bpb']:.4f}, time to target {target}, "
-            f"{summary['tokens_per_s']:,.0f} tok/s"
-            + (f"; recorded in {archive.path.name}" if record else ""),
-            markup=False,
-            highlight=False,
-        )
+    )  # fmt: skip
+    if as_json:
+        _json_out([{"id": done.entry_id, "recorded": done.recorded, **done.row} for done in finished])
+    elif any(done.recorded for done in finished):
+        ids = " ".join(dict.fromkeys(done.entry_id for done in finished))
+        _warn([f"`grugctl compare {ids}` weighs the evidence; commit runs/ and archive.yaml"], prefix="next")
 
 
 # ---------------------------------------------------------------- grugctl check

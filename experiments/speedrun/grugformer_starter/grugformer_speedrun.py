@@ -412,10 +412,10 @@ def git_state() -> tuple[str | None, bool | None]:
         ["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, check=True
     ).stdout.strip()
     try:
-        # archive.yaml is the paper trail, not code: recording one seed must not mark the next dirty.
-        return git("rev-parse", "HEAD"), bool(
-            git("status", "--porcelain", ":(top)", ":(top,exclude)archive.yaml")
-        )
+        # archive.yaml and runs/ are the paper trail, not code: recording one seed must not mark the
+        # next dirty.
+        paper_trail = (":(top,exclude)archive.yaml", ":(top,exclude)runs")
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", ":(top)", *paper_trail))
     except (OSError, subprocess.CalledProcessError):
         return None, None
 
