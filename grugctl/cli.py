@@ -631,6 +631,56 @@ def run_command(
         _warn([f"`grugctl compare {ids}` weighs the evidence; commit runs/ and archive.yaml"], prefix="next")
 
 
+# ---------------------------------------------------------------- grugctl compare / plot
+
+
+@app.command("compare")
+def compare_command(
+    entry_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="The experiment(s) to judge.")],
+    against: str | None = typer.Option(None, "--against", help="The baseline (default: the starter)."),
+    metrics: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metric",
+            help="val_bpb, steps_to_target, tokens_to_target, time_to_target_s, tokens_per_s or val_loss; "
+            "repeat for several (default: val_bpb, steps_to_target, time_to_target_s).",
+        ),
+    ] = None,
+    alpha: float = typer.Option(0.01, "--alpha", help="Significance level of the verdict."),
+    steps: int | None = typer.Option(None, "--steps", help="Compare runs of this length (default: newest)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON on stdout."),
+    as_md: bool = typer.Option(False, "--md", help="Print a Markdown table (for a pull request)."),
+    archive_path: ArchiveOption = None,
+) -> None:
+    """Is an experiment better than its baseline? n, mean ± sd, delta, 95% CI, p and a verdict per metric.
+
+    Paired seeds (`grugctl run ID --paired`) use the paired t-test, other runs Welch's t-test
+    (scipy.stats). Smoke runs, other code, step counts or configs, and for wall-time metrics other
+    machines, are left out and counted. An inconclusive verdict says how many seeds the observed
+    effect would need.
+
+    Example: grugctl compare relu-squared --metric val_bpb --md
+    """
+    from grugctl import compare, comparerender
+
+    if as_json and as_md:
+        raise fail("--json and --md both choose the output; pick one.")
+    archive = _load_archive(archive_path)
+    chosen = tuple(metrics) if metrics else compare.DEFAULT_METRICS
+    comparisons = guarded(
+        lambda: compare.compare_all(
+            archive, entry_ids, against=against, metrics=chosen, alpha=alpha, steps=steps
+        )
+    )
+    if as_json:
+        _json_out(compare.as_json(comparisons))
+    elif as_md:
+        sys.stdout.write(comparerender.markdown(comparisons))
+    else:
+        color = out.is_terminal and not os.environ.get("NO_COLOR")
+        sys.stdout.write(comparerender.text(comparisons, color=color))
+
+
 # ---------------------------------------------------------------- grugctl check
 
 # status -> (mark, style, word in the summary line)
