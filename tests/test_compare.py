@@ -109,9 +109,8 @@ def test_rows_that_must_not_be_mixed_are_left_out_and_counted(tmp_path):
     add_rows(root, IDEA, [2.3], steps=450)
     add_rows(root, IDEA, [2.3, 2.31], config="cfg-1")
     # A row of code that is not the current file.
-    archive.append_result(
-        root / "archive.yaml", IDEA, {"seed": 9, "steps": 200, "val_bpb": 1.0, "code": "0" * 12, "config": "cfg-1"}
-    )
+    stale = {"seed": 9, "steps": 200, "val_bpb": 1.0, "code": "0" * 12, "config": "cfg-1"}
+    archive.append_result(root / "archive.yaml", IDEA, stale)
     # The newest row (cfg-1, 200 steps) decides the step count and config.
     comparison = compare_json(root, "--metric", "val_bpb", "--metric", "tokens_per_s")
     assert comparison["steps"] == 200
