@@ -681,6 +681,38 @@ def compare_command(
         sys.stdout.write(comparerender.text(comparisons, color=color))
 
 
+@app.command("plot")
+def plot_command(
+    entry_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="The experiment(s) to draw.")],
+    metric: str = typer.Option("val_bpb", "--metric", help="val_bpb, val_loss or train_loss."),
+    x_axis: str = typer.Option("step", "--x", help="step, tokens or time (training seconds)."),
+    out_path: Annotated[
+        Path, typer.Option("--out", help="curves.png, or curves.html (the PNG and the compare table).")
+    ] = Path("curves.png"),
+    steps: int | None = typer.Option(None, "--steps", help="Draw runs of this length (default: newest)."),
+    against: str | None = typer.Option(
+        None, "--against", help="The HTML table's baseline (default: starter)."
+    ),
+    archive_path: ArchiveOption = None,
+) -> None:
+    """Draw loss curves from run records: a mean curve per experiment, a band over its seeds, the target.
+
+    Uses the runs `grugctl compare` would use (current code, one step count and config, no smoke runs).
+
+    Example: grugctl plot relu-squared grugformer-starter --out curves.html
+    """
+    from grugctl import plot
+
+    archive = _load_archive(archive_path)
+    curves = guarded(
+        lambda: plot.write_plot(
+            archive, entry_ids, out_path, metric=metric, x_axis=x_axis, steps=steps, against=against
+        )
+    )
+    drawn = ", ".join(f"{c.entry_id} ({c.seeds} seed{'s' * (c.seeds != 1)})" for c in curves)
+    err.print(f"wrote {out_path}: {drawn}", markup=False, highlight=False)
+
+
 # ---------------------------------------------------------------- grugctl check
 
 # status -> (mark, style, word in the summary line)
