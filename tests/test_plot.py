@@ -13,11 +13,13 @@ STARTER = "grugformer-starter"
 IDEA = "relu-squared"
 
 
-def fake_results(seed: int, rate: float, steps: int = 200) -> dict:
-    """A child's results with a val-bpb curve that decays at `rate` and crosses 2.7 somewhere."""
+def fake_results(seed: int, rate: float, steps: int = 200, offset: float | None = None) -> dict:
+    """A child's results with a val-bpb curve that decays at `rate`, shifted by `offset` (default 0.01 per
+    seed), and crosses 2.7 somewhere."""
+    offset = 0.01 * seed if offset is None else offset
     curve = []
     for step in range(25, steps + 1, 25):
-        bpb = 2.4 + 3.0 * math.exp(-rate * step) + 0.01 * seed
+        bpb = 2.4 + 3.0 * math.exp(-rate * step) + offset
         loss = bpb * math.log(2)
         point = {"step": step, "tokens": step * 4096, "train_seconds": step * 0.5}
         curve.append(point | {"val_loss": loss, "val_bpb": bpb, "train_loss": loss})
@@ -33,14 +35,14 @@ def fake_results(seed: int, rate: float, steps: int = 200) -> dict:
     }  # fmt: skip
 
 
-def record_seeds(root, entry_id, rate, seeds=3):
+def record_seeds(root, entry_id, rate, seeds=3, offsets=None):
+    """Records and archive rows written by `grugctl run`'s own recording code, paired by seed."""
     loaded = archive.load_archive(root / "archive.yaml")
     entry = loaded.experiments[entry_id]
     source = records.provenance(root, entry.path, loaded.core)
     for seed in range(seeds):
-        built = records.build_record(
-            fake_results(seed, rate), source, entry_id=entry_id, pair=f"p-seed{seed}"
-        )
+        results = fake_results(seed, rate, offset=None if offsets is None else offsets[seed])
+        built = records.build_record(results, source, entry_id=entry_id, pair=f"p-seed{seed}")
         record_run(loaded, entry_id, built)
 
 
