@@ -171,6 +171,7 @@ def _fsync_dir(folder: Path) -> None:
 
 def write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
     """Temp file beside it, fsync, rename, fsync the folder: a reader or a crash never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     if mode is None:
         mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
