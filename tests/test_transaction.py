@@ -391,3 +391,49 @@ def test_new_into_a_read_only_experiments_folder_is_one_sentence(tmp_path, nobod
     assert done.returncode == 2 and "permission denied" in one_line(done), done.stderr
     assert snapshot(repo) == before
     assert transaction.interrupted(repo) is None
+
+
+# ---------------------------------------------------------------------------------------------------
+# a run's record and its archive row land together
+
+
+# The child is a real `grugctl run --smoke --record`; its archive edit is replaced by a real SIGKILL (or by
+# an exception), so the record file is written and the row never is.
+RUN_THEN = """
+import os, signal, sys
+from grugctl import runner
+how = sys.argv[1]
+def append_result(*args, **kwargs):
+    if how == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise RuntimeError("the archive edit failed")
+runner.append_result = append_result
+from grugctl.cli import app
+sys.argv = ["grugctl", "run", "grugformer-starter", "--smoke", "--record"]
+app()
+"""
+
+
+def _runs(root: Path) -> list[str]:
+    return sorted(
+        p.relative_to(root).as_posix() for p in (root / "runs").rglob("*.json") if ".scratch" not in p.parts
+    )
+
+
+@pytest.mark.parametrize("how", ["kill", "raise"])
+def test_a_run_record_and_its_archive_row_land_together_or_not_at_all(repo, how):
+    before, records_before = (
+        (repo / "archive.yaml").read_bytes(),
+        _runs(repo) if (repo / "runs").exists() else [],
+    )
+    done = subprocess.run([sys.executable, "-c", RUN_THEN, how], cwd=repo, capture_output=True, text=True)
+    if how == "kill":
+        assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+        assert len(_runs(repo)) == len(records_before) + 1  # the record landed, the row did not
+        assert transaction.interrupted(repo) is not None
+        assert grugctl("recover", "--yes", cwd=repo).returncode == 0
+    else:
+        assert done.returncode != 0 and "the archive edit failed" in done.stderr
+    assert (repo / "archive.yaml").read_bytes() == before
+    assert (_runs(repo) if (repo / "runs").exists() else []) == records_before
+    assert transaction.interrupted(repo) is None
