@@ -310,6 +310,11 @@ def kill_promotes(count: int, rng: random.Random) -> dict:
     from repo_copy import commit_all, make_repo
     from test_promote import FAST_TEST, FAST_TEST_SOURCE, GELU, IDEA, gelu_experiment, git_state, snapshot
 
+    def clean(root: Path) -> dict:  # every file but the caches `check` leaves (git-ignored)
+        return {
+            k: v for k, v in snapshot(root).items() if not k.startswith((".grugctl_cache/", ".ruff_cache/"))
+        }
+
     counts = dict.fromkeys(["kills", "detected", "recovered"], 0)
     for trial in range(count):
         with tempfile.TemporaryDirectory() as tmp:
@@ -317,10 +322,10 @@ def kill_promotes(count: int, rng: random.Random) -> dict:
             (root / FAST_TEST).write_text(FAST_TEST_SOURCE)
             commit_all(root, "fast test")
             gelu_experiment(root)
-            files, state = snapshot(root), git_state(root)
+            files, state = clean(root), git_state(root)
             env = {**os.environ, "GRUGCTL_GATE_TESTS": FAST_TEST, "NO_COLOR": "1"}
             after_commit = trial % 2 == 1
-            args = ["promote", IDEA, "--yes", "--commit"]
+            args = ["promote", IDEA, "--yes", "--waive", "a write-path fuzz", "--commit"]
             if after_commit:
                 command = [sys.executable, "-c", KILL_AFTER_COMMIT, *args]
             else:
@@ -342,7 +347,7 @@ def kill_promotes(count: int, rng: random.Random) -> dict:
             counts["detected"] += check.returncode == 1 and journal[0]["status"] == "fail"
             subprocess.run([sys.executable, "-m", "grugctl.cli", "recover", "--yes"], cwd=root, env=env,
                            capture_output=True)  # fmt: skip
-            counts["recovered"] += snapshot(root) == files and git_state(root) == state
+            counts["recovered"] += clean(root) == files and git_state(root) == state
     return counts
 
 

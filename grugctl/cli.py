@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -355,6 +356,23 @@ def archive_import_md(
 # ---------------------------------------------------------------- grugctl new / diff
 
 
+@contextlib.contextmanager
+def _writing(archive_path: Path | None, what: str, dry_run: bool = False) -> Iterator[None]:
+    """Hold the repository's transaction for the whole command (none for a dry run, which only reads);
+    a rollback that fails becomes one sentence too."""
+    if dry_run:
+        yield
+        return
+    from grugctl import transaction
+
+    path = _find(archive_path, reading=False)
+    try:
+        with transaction.transaction(path.parent, what):
+            yield
+    except GrugError as error:
+        raise fail(str(error), error.exit_code) from None
+
+
 def _load_archive(archive_path: Path | None, reading: bool = False):
     from grugctl.archive import load_archive
 
@@ -549,31 +567,36 @@ def promote(
     """
     from grugctl import promote as promoting
 
-    archive = _load_archive(archive_path)
-    names = (only or "").split(",")
-    plan = guarded(
-        lambda: promoting.plan_promote(
-            archive, experiment_id, only=names, bucket=bucket, allow_dirty=allow_dirty,
-            delete=delete_after, commit=commit, waiver=waive,
-        )
-    )  # fmt: skip
-    _render_promote_plan(plan, dry_run)
-    guarded(lambda: promoting.check_evidence(plan))
-    if dry_run:
-        return
-    _confirm(f"Promote {', '.join(plan.names)} from {plan.id} into the core?", yes)
-    progress = lambda message: err.print(message, markup=False, highlight=False)
-    try:
-        outcome = promoting.promote(archive, plan, progress)
-    except promoting.GateFailed as error:
-        err.print("--- last lines of the failing step's output ---", markup=False, highlight=False)
-        err.print(error.tail, markup=False, highlight=False)
-        raise fail(str(error), error.exit_code) from None
-    except GrugError as error:
-        raise fail(str(error), error.exit_code) from None
-    except KeyboardInterrupt:
-        raise fail("interrupted; every touched file was restored and nothing was promoted.", 130) from None
-    _render_promoted(plan, outcome)
+    # The lock is held from the plan to the last write (git holds index.lock the same way): a plan made
+    # while another promotion is mid-gate would splice against that promotion's half-done files.
+    with _writing(archive_path, f"grugctl promote {experiment_id}", dry_run):
+        archive = _load_archive(archive_path)
+        names = (only or "").split(",")
+        plan = guarded(
+            lambda: promoting.plan_promote(
+                archive, experiment_id, only=names, bucket=bucket, allow_dirty=allow_dirty,
+                delete=delete_after, commit=commit, waiver=waive,
+            )
+        )  # fmt: skip
+        _render_promote_plan(plan, dry_run)
+        guarded(lambda: promoting.check_evidence(plan))
+        if dry_run:
+            return
+        _confirm(f"Promote {', '.join(plan.names)} from {plan.id} into the core?", yes)
+        progress = lambda message: err.print(message, markup=False, highlight=False)
+        try:
+            outcome = promoting.promote(archive, plan, progress)
+        except promoting.GateFailed as error:
+            err.print("--- last lines of the failing step's output ---", markup=False, highlight=False)
+            err.print(error.tail, markup=False, highlight=False)
+            raise fail(str(error), error.exit_code) from None
+        except GrugError as error:
+            raise fail(str(error), error.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail(
+                "interrupted; every touched file was restored and nothing was promoted.", 130
+            ) from None
+        _render_promoted(plan, outcome)
 
 
 @app.command("delete")
