@@ -24,6 +24,7 @@ import base64
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -120,14 +121,19 @@ def _git_dir(start: Path) -> Path | None:
     return None
 
 
+@functools.lru_cache(maxsize=64)
+def _top(start: str) -> str:
+    real = Path(os.path.realpath(start))
+    for folder in (real, *real.parents):
+        if (folder / ".git").exists():
+            return str(folder)
+    return str(real)
+
+
 def repo_top(start: Path) -> Path:
     """The repository's top folder (holding `.git`), or `start` outside git: the boundary no path may
-    leave."""
-    start = Path(os.path.realpath(start))
-    for folder in (start, *start.parents):
-        if (folder / ".git").exists():
-            return folder
-    return start
+    leave. Cached: `archive status` asks once per entry."""
+    return Path(_top(os.path.abspath(start)))
 
 
 def state_dir(root: Path) -> Path:
@@ -146,12 +152,29 @@ def _journal_path(state: Path) -> Path:
 # ---------------------------------------------------------------- the repository boundary
 
 
+def _through_link(root: str, rel: str) -> bool:
+    """Whether any step from root down to root/rel is a symlink (or `..`). One lstat per step costs
+    `archive status` about twice its per-entry exists() check on 1,000 entries; realpath cost ~10x that."""
+    here = root
+    for part in rel.replace(os.sep, "/").split("/"):
+        if part == "..":
+            return True
+        if part in ("", "."):
+            continue
+        here = os.path.join(here, part)
+        if os.path.islink(here):
+            return True
+    return False
+
+
 def inside(root: Path, rel: str, what: str) -> Path:
     """root/rel, refused when it resolves (symlinks followed) outside the repository holding `root`."""
     path = Path(root) / rel
-    top = repo_top(root)
-    real = Path(os.path.realpath(path))
-    if real != top and top not in real.parents:
+    if not _through_link(str(root), rel):  # no symlink on the way down: it cannot leave
+        return path
+    top = _top(os.path.abspath(root))
+    real = os.path.realpath(path)
+    if real != top and not real.startswith(top.rstrip(os.sep) + os.sep):
         raise GrugError(
             f"{what} {rel} resolves to {real}, outside the repository {top}; "
             "replace the symlink with the file itself."
