@@ -136,11 +136,12 @@ def remove_target(txn: transaction.Transaction, repo, target: str, is_tracked: b
     root = txn.root
     files = transaction.files_under(root, target)
     transaction.touch(txn, files)
-    if is_tracked:
+    if is_tracked:  # files git does not track (ignored ones) stay, as `git rm` leaves them
         transaction.note_git(txn, staged=[target])
         git(repo, "rm", "-r", "-q", "--", str(root / target))
-    for rel in files:  # what git rm left (untracked files), or everything when untracked
-        transaction.remove(txn, rel)
+    else:
+        for rel in files:
+            transaction.remove(txn, rel)
     if not target.endswith(".py"):
         transaction.prune_empty(root, target)
 

@@ -141,12 +141,16 @@ def state_dir(root: Path) -> Path:
     return git_dir / "grugctl" if git_dir is not None else Path(os.path.abspath(root))
 
 
+def _in_git(state: Path) -> bool:
+    return state.name == "grugctl" and (state.parent / "HEAD").exists()
+
+
 def _lock_path(state: Path) -> Path:
-    return state / (LOCK_NAME if state.name == "grugctl" else ".grugctl.lock")
+    return state / (LOCK_NAME if _in_git(state) else ".grugctl.lock")
 
 
 def _journal_path(state: Path) -> Path:
-    return state / (JOURNAL_NAME if state.name == "grugctl" else ".grugctl.journal")
+    return state / (JOURNAL_NAME if _in_git(state) else ".grugctl.journal")
 
 
 # ---------------------------------------------------------------- the repository boundary
