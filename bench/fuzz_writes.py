@@ -263,13 +263,26 @@ def values(folder: Path, count: int, rng: random.Random) -> dict:
 
 # ---------------------------------------------------------------- kills
 
+# Writes in a loop. Killed from outside at a random moment (mostly inside ruamel: the journal's window is
+# short), and with some chance it SIGKILLs itself at the two moments that matter: the journal is on disk
+# but archive.yaml is not replaced yet, or archive.yaml is replaced but the journal not yet dropped.
 KILLED_WRITER = """
-import random, sys
-from grugctl import archive
+import os, random, signal, sys
+from grugctl import archive, transaction
 path = sys.argv[1]
 rng = random.Random(int(sys.argv[2]))
+real = transaction.write_bytes
+def write_bytes(target, data, mode=None):
+    if target.name == "archive.yaml" and rng.random() < 0.3:
+        if rng.random() < 0.5:
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(target, data, mode)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(target, data, mode)
+transaction.write_bytes = write_bytes
 while True:
     archive.set_fields(path, "qk-norm", notes="x" * rng.randrange(1, 200_000))
+    print("wrote", flush=True)
 """
 
 
@@ -278,17 +291,22 @@ def kill_writes(folder: Path, count: int, rng: random.Random) -> dict:
     path = folder / "archive.yaml"
     path.write_text(VALID)
     for trial in range(count):
-        child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path), str(trial)])
-        time.sleep(rng.uniform(0.4, 1.5))
+        child = subprocess.Popen(
+            [sys.executable, "-c", KILLED_WRITER, str(path), str(trial)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(rng.randrange(1, 4)):  # a few writes in: the loop is warm, any moment is mid-write
+            child.stdout.readline()
+        time.sleep(rng.uniform(0.0, 0.05))
         child.send_signal(signal.SIGKILL)
         child.wait()
         counts["kills"] += 1
-        if transaction.interrupted(folder) is not None:
+        journal = transaction.interrupted(folder)
+        if journal is not None:
             counts["journals"] += 1
             report = transaction.recover(folder)
-            counts["recovered"] += (
-                report is not None and not report.failed and not transaction.interrupted(folder)
-            )
+            before = journal["saved"]["archive.yaml"][0]  # recovered means: these bytes exactly, no journal
+            ok = report is not None and not report.failed and path.read_bytes() == before
+            counts["recovered"] += ok and transaction.interrupted(folder) is None
         counts["invalid"] += timed(lambda: archive.load_archive(path))[0] != "ok"
     return counts
 
@@ -368,7 +386,7 @@ def main() -> None:
         shutil.rmtree(folder / ".grugctl.lock", ignore_errors=True)
         report["malformed archives"] = malformed(folder, 60 if quick else 1500, rng)
         report["values"] = values(folder, 60 if quick else 1000, rng)
-        report["kills mid-write"] = kill_writes(folder, 2 if quick else 10, rng)
+        report["kills mid-write"] = kill_writes(folder, 3 if quick else 40, rng)
     if promote_kills:
         report["kills mid-promote"] = kill_promotes(promote_kills, rng)
     print(json.dumps(report, indent=1, default=repr))
