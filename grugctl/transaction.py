@@ -97,7 +97,7 @@ OS_HINTS = {
 
 def os_error(error: OSError, doing: str, path: Path | str | None = None) -> GrugError:
     """One sentence for an OSError: what failed, on which path, what to do; never the file's content."""
-    where = path if path is not None else error.filename
+    where = path if path is not None else (error.filename or "a file")
     hint = OS_HINTS.get(error.errno, f"{error.strerror or error}; check the path and try again")
     return GrugError(f"cannot {doing} {where}: {hint}.")
 
