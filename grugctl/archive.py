@@ -3,8 +3,9 @@
 Schema version 1. Top level: version (1), core (package dir), starter (an id), experiments_dir, and
 experiments: id -> entry with the keys in FIELDS. Conventions:
 - ids match [a-z0-9][a-z0-9-]*; paths are repo-relative (relative to archive.yaml's directory), no `..`.
-- base / introduced / last_known_good are commit SHAs: 7-40 hex characters are accepted, the first 12
-  are kept (in the model and in anything grugctl writes).
+- base / synced_from / introduced / last_known_good are commit SHAs: 7-40 hex characters are accepted,
+  the first 12 are kept (in the model and in anything grugctl writes). `grugctl sync` advances base and
+  keeps the one before in synced_from.
 - superseded_by is another experiment's id, `core@<sha>` for the commit that promoted the experiment
   into the core, or `core@pending` between promotion and that commit (replace it with the SHA later).
 - bucket is one of BUCKETS or null; results is a list of mappings whose content a later schema fixes.
@@ -42,11 +43,11 @@ ARCHIVE_NAME = "archive.yaml"
 STATUSES = ("active", "superseded", "deleted")
 BUCKETS = ("attention", "block", "mlp", "loss", "optimizer")
 FIELDS = (
-    "path", "status", "bucket", "origin", "purpose", "base", "introduced", "last_known_good",
-    "superseded_by", "notes", "issue", "waiver", "results",
+    "path", "status", "bucket", "origin", "purpose", "base", "synced_from", "introduced", "last_known_good",
+    "superseded_by", "notes", "issue", "waiver", "tests", "results",
 )  # fmt: skip
 REQUIRED = ("path", "status", "purpose")
-SHA_FIELDS = ("base", "introduced", "last_known_good")
+SHA_FIELDS = ("base", "synced_from", "introduced", "last_known_good")
 TOP_KEYS = ("version", "core", "starter", "experiments_dir", "experiments")
 SHA_LEN = 12
 CORE_PENDING = "core@pending"
@@ -74,12 +75,14 @@ class Entry:
     origin: str | None = None
     purpose: str
     base: str | None = None
+    synced_from: str | None = None  # the base before the last `grugctl sync` (git log keeps older ones)
     introduced: str | None = None
     last_known_good: str | None = None
     superseded_by: str | None = None
     notes: str | None = None
     issue: str | None = None
     waiver: str | None = None  # why it was promoted without a significant win
+    tests: str | None = None  # test files promoted with it, comma-separated
     results: tuple = ()
 
 
@@ -169,8 +172,9 @@ def _results(value: Any) -> tuple:
 
 CHECKS: dict[str, Callable[[Any], Any]] = {
     "path": _repo_path, "status": _one_of(STATUSES), "bucket": _one_of(BUCKETS, " (or null)"), "origin": _id,
-    "purpose": _purpose, "base": _sha, "introduced": _sha, "last_known_good": _sha,
-    "superseded_by": _superseded_by, "notes": _text, "issue": _text, "waiver": _text, "results": _results,
+    "purpose": _purpose, "base": _sha, "synced_from": _sha, "introduced": _sha, "last_known_good": _sha,
+    "superseded_by": _superseded_by, "notes": _text, "issue": _text, "waiver": _text, "tests": _text,
+    "results": _results,
 }  # fmt: skip
 
 

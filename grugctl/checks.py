@@ -518,7 +518,7 @@ def check_drift(archive: archive_mod.Archive, analysis: Analysis) -> CheckResult
     """A warning, never a failure: the experiment still measures its idea, against an older core."""
     warnings = [
         f"{f.id}: the core changed {', '.join(f.drift)} since its base {archive.experiments[f.id].base}; "
-        f"it still holds the old copies (update them from {archive.core} to measure against today's core)"
+        f"it still holds the old copies; run `grugctl sync {f.id}` to measure against today's core"
         for f in analysis.facts.values()
         if f.drift
     ]

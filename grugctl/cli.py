@@ -599,6 +599,99 @@ def promote(
         _render_promoted(plan, outcome)
 
 
+def _render_sync(report: dict, dry_run: bool) -> None:
+    verb = "would sync" if dry_run else "synced"
+    if not report["changes_file"] and report["new_base"] == report["base"]:
+        _say(f"{report['id']}: up to date with the core")
+        return
+    by = {}
+    for name, outcome in report["definitions"].items():
+        by.setdefault(outcome, []).append(name)
+    parts = [f"{outcome} {', '.join(names)}" for outcome, names in by.items()]
+    if report["kept"]:
+        parts.append(f"kept its own {', '.join(report['kept'])}")
+    _say(f"{verb} {report['id']}: {'; '.join(parts) or 'no definition changes'}")
+    for item in report["added"]:
+        _say(f"  add {item}")
+    for item in report["removed"]:
+        _say(f"  remove `{item}` (nothing uses it any more)")
+    if report["new_base"] != report["base"]:
+        _say(f"  archive.yaml: base {report['base']} -> {report['new_base']} (synced_from {report['base']})")
+    _warn(report["warnings"])
+    if dry_run and report["diff"]:
+        sys.stdout.write(report["diff"])
+
+
+@app.command("sync")
+def sync_command(
+    experiment_ids: Annotated[
+        list[str] | None, typer.Argument(metavar="[ID]...", help="The experiments to sync.")
+    ] = None,
+    every: bool = typer.Option(False, "--all", help="Sync every active experiment (not the starter)."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print what would change and the diff; write nothing."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON on stdout."),
+    allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Sync files with uncommitted changes."),
+    resume: bool = typer.Option(False, "--continue", help="Finish a sync whose conflicts you resolved."),
+    abort: bool = typer.Option(False, "--abort", help="Undo a conflicted sync, restoring every byte."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    archive_path: ArchiveOption = None,
+) -> None:
+    """Merge the core's changes since an experiment's base into its copies, definition by definition.
+
+    A copy the experiment left alone becomes the core's; its own changes stay; a definition both
+    changed is merged line by line, and a conflict leaves markers inside that one definition (exit 1):
+    edit it, then `grugctl sync ID --continue`, or `grugctl sync ID --abort` to restore every byte.
+    The entry's base advances (the old one kept as synced_from).
+
+    Example: grugctl sync --all --dry-run
+    """
+    from grugctl import sync
+
+    ids = list(experiment_ids or [])
+    if resume or abort:
+        if (resume and abort) or dry_run:
+            raise fail("--continue and --abort take no --dry-run and not each other; pass one.")
+        archive = _load_archive(archive_path)
+        waiting = ids or (sync.in_progress(archive.root) if every else [])
+        if not waiting:
+            raise fail(
+                "name the experiment whose sync to finish, e.g. `grugctl sync ID --continue`, or --all."
+            )
+        for experiment_id in waiting:
+            state = guarded(lambda i=experiment_id: sync.finish(archive, i, abort))
+            if abort:
+                _say(f"aborted the sync of {experiment_id}: {state['path']} is as it was before it")
+            else:
+                _say(f"synced {experiment_id}: base {state['base']} -> {state['target'][:12]}")
+        return
+    with _writing(archive_path, "grugctl sync " + (" ".join(ids) or "--all"), dry_run):
+        archive = _load_archive(archive_path)
+        plans, skipped = guarded(lambda: sync.plan_many(archive, ids, every, allow_dirty))
+        reports = [sync.describe(plan) for plan in plans]
+        if as_json:
+            _json_out({"dry_run": dry_run, "experiments": reports, "skipped": skipped})
+        else:
+            for report in reports:
+                _render_sync(report, dry_run)
+            _warn(skipped, prefix="note")
+        if dry_run or not any(r["changes_file"] or r["new_base"] != r["base"] for r in reports):
+            return
+        _confirm(f"Sync {', '.join(p.id for p in plans)}?", yes)
+        guarded(lambda: sync.sync(archive, plans))
+    conflicted = [p for p in plans if p.conflicts]
+    if conflicted:
+        for plan in conflicted:
+            err.print(
+                f"conflict in {plan.id}: {', '.join(plan.conflicts)} in {plan.path}; edit them, then run "
+                f"`grugctl sync {plan.id} --continue`, or `grugctl sync {plan.id} --abort` to restore "
+                "every byte",
+                markup=False, highlight=False,
+            )  # fmt: skip
+        raise typer.Exit(1)
+
+
 @app.command("delete")
 def delete_command(
     experiment_id: str = typer.Argument(..., metavar="ID", help="The experiment to delete."),

@@ -528,9 +528,16 @@ def touch(txn: Transaction, paths: Iterable[str]) -> None:
     if not fresh:
         return
     for rel in fresh:
-        inside(txn.root, rel, "grugctl would write")
+        if not own_file(txn, rel):
+            inside(txn.root, rel, "grugctl would write")
     txn.saved.update(snapshot(txn.root, fresh))
     _save_journal(txn)
+
+
+def own_file(txn: Transaction, path: str) -> bool:
+    """Whether `path` is one of grugctl's own files beside the journal (an absolute path in the state
+    folder, e.g. a sync's saved bytes), which journal and roll back like any repository file."""
+    return Path(path).is_absolute() and txn.state in Path(path).parents
 
 
 def make_dirs(txn: Transaction, folder: str) -> None:

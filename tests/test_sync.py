@@ -1,0 +1,224 @@
+"""grugctl sync: an experiment scaffolded before the core moved is merged onto the new core, definition by
+definition, in real temporary git repositories built from a copy of this repository. No JAX runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import git
+import pytest
+from repo_copy import commit_all, make_repo
+from test_diff import _invoke, edit_definition, experiment_file, starter_file
+from test_promote import snapshot
+
+from grugctl import archive, codediff, compare, gitinfo, sync
+
+REPO = Path(__file__).resolve().parents[1]
+GELU = ("jax.nn.silu(", "jax.nn.gelu(")
+# What the core (and the starter, as a promotion leaves it) changes after the experiments were copied.
+CORE_RMS = ("return (normed * weight).astype(x.dtype)", "return (weight * normed).astype(x.dtype)")
+CORE_BLOCK = ("x = x + mlp(params, ", "x = x + 1.0 * mlp(params, ")
+CORE_FORWARD = ("params.token_embed[tokens])", "embed_scale(params.token_embed[tokens]))")
+HELPER = "# A new core helper the refreshed forward needs.\ndef embed_scale(x):\n    return x * 1.0\n\n\n"
+# What the experiment `mixed` changes: block elsewhere than the core (merges), rms_norm on the same line.
+OWN_BLOCK = ("attended = attention(", "attended = 0.5 * attention(")
+OWN_RMS = ("return (normed * weight).astype(x.dtype)", "return (normed * weight * 2.0).astype(x.dtype)")
+
+
+def entry(root: Path, experiment_id: str) -> archive.Entry:
+    return archive.load_archive(root / "archive.yaml").experiments[experiment_id]
+
+
+def new(root: Path, idea: str, *edits: tuple[str, str, str]) -> Path:
+    result = _invoke(root, ["new", idea, "--purpose", f"Try {idea}."])
+    assert result.exit_code == 0, result.output
+    path = experiment_file(root, idea)
+    for name, old, text in edits:
+        edit_definition(path, name, old, text)
+    return path
+
+
+def move_core(root: Path) -> None:
+    """A promotion's effect: the core and the starter change rms_norm, block and forward (with a new
+    helper), then commit."""
+    for path in (root / "grug_core" / "model.py", starter_file(root)):
+        edit_definition(path, "rms_norm", *CORE_RMS)
+        edit_definition(path, "block", *CORE_BLOCK)
+        edit_definition(path, "forward", *CORE_FORWARD)
+        source = path.read_text()
+        forward = codediff.parse_module(source).definitions["forward"]
+        lines = source.splitlines(keepends=True)
+        path.write_text("".join(lines[: forward.start - 1]) + HELPER + "".join(lines[forward.start - 1 :]))
+    commit_all(root, "core: rms_norm, block, forward")
+
+
+@pytest.fixture()
+def moved(tmp_path: Path) -> Path:
+    """Three experiments copied before the core moved: untouched, own mlp change, and `mixed`."""
+    root = make_repo(tmp_path)
+    new(root, "plain")
+    new(root, "own-mlp", ("mlp", *GELU))
+    new(root, "mixed", ("mlp", *GELU), ("block", *OWN_BLOCK), ("rms_norm", *OWN_RMS))
+    commit_all(root, "three experiments")
+    move_core(root)
+    return root
+
+
+def definitions(path: Path) -> dict[str, str]:
+    return {n: d.source for n, d in codediff.parse_module(path.read_text()).definitions.items()}
+
+
+def conflict_region(text: str, name: str) -> tuple[int, int]:
+    """(first, last) line of top-level definition `name` in a file that may not parse: from its `def`
+    to the line before the next top-level statement."""
+    lines = text.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith(f"def {name}("))
+    last = next(i for i in range(first + 1, len(lines)) if re.match(r"(def |class |@|# -)", lines[i])) - 1
+    return first, last
+
+
+def test_merge_module_outcomes_on_synthetic_sources():
+    then = codediff.load_core_sources(
+        "core",
+        {
+            "model": "import math\n\n\ndef f(x):\n    return x\n\n\n"
+            "def g(x):\n    a = 1\n    b = 2\n    c = 3\n    return x\n"
+        },
+    )
+    now_source = (
+        "import math\n\n\ndef helper(x):\n    return math.sqrt(x)\n\n\ndef f(x):\n    return helper(x)\n\n\n"
+        "def g(x):\n    a = 10\n    b = 2\n    c = 3\n    return x\n"
+    )
+    now = codediff.load_core_sources("core", {"model": now_source})
+    starter = codediff.parse_module(now_source)
+    ours = "def f(x):\n    return x\n\n\ndef g(x):\n    a = 1\n    b = 2\n    c = 3\n    return 2 * x\n"
+    merged = sync.merge_module(ours, "e.py", then, now, starter, ("e", "base", "now"))
+    assert merged.outcomes == {"f": sync.REFRESHED, "g": sync.MERGED}
+    assert merged.added == ("helper (copied from core/model.py)", "import math")
+    module = codediff.parse_module(merged.text)
+    assert module.definitions["g"].source == "def g(x):\n    a = 10\n    b = 2\n    c = 3\n    return 2 * x\n"
+    assert module.definitions["f"].source == "def f(x):\n    return helper(x)\n"
+    assert list(module.definitions) == ["helper", "f", "g"] and "math" in module.imports
+    clash = ours.replace("a = 1\n", "a = 5\n")
+    merged = sync.merge_module(clash, "e.py", then, now, starter, ("e", "base", "now"))
+    assert merged.outcomes["g"] == sync.CONFLICT
+    assert "<<<<<<< e\n    a = 5\n||||||| base\n    a = 1\n=======\n    a = 10\n>>>>>>> now\n" in merged.text
+
+
+def test_sync_all_refreshes_keeps_merges_and_marks_one_conflict(moved):
+    root = moved
+    core = definitions(root / "grug_core" / "model.py")
+    before = {i: experiment_file(root, i).read_bytes() for i in ("plain", "own-mlp", "mixed")}
+    bases = {i: entry(root, i).base for i in before}
+    head = git.Repo(root).head.commit.hexsha[:12]
+
+    files = snapshot(root)
+    dry = _invoke(root, ["sync", "--all", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert snapshot(root) == files  # --dry-run writes nothing
+    assert "would sync plain: refreshed rms_norm, block, forward" in dry.stdout
+    assert "+++ b/experiments/speedrun/grugformer_plain/grugformer_plain.py" in dry.stdout
+
+    result = _invoke(root, ["sync", "--all", "--yes"])
+    assert result.exit_code == 1, result.output
+    assert "conflict in mixed: rms_norm" in result.stderr and "grugctl sync mixed --continue" in result.stderr
+
+    # plain is the new core's copy again, helper included; its diff against the core is empty
+    plain = definitions(experiment_file(root, "plain"))
+    assert all(plain[n] == core[n] for n in ("rms_norm", "block", "forward", "embed_scale"))
+    assert _invoke(root, ["diff", "plain", "--exit-code"]).exit_code == 0
+    # own-mlp keeps its own change and nothing else differs from the core
+    report = json.loads(_invoke(root, ["diff", "own-mlp", "--format", "json"]).output)
+    assert [d["name"] for d in report["definitions"] if d["status"] != "unchanged"] == ["mlp"]
+    for i in ("plain", "own-mlp"):
+        assert (entry(root, i).base, entry(root, i).synced_from) == (head, bases[i])
+
+    # mixed: block merged (both edits), forward refreshed, mlp kept, rms_norm marked inside itself only
+    text = experiment_file(root, "mixed").read_text()
+    first, last = conflict_region(text, "rms_norm")
+    markers = [i for i, line in enumerate(text.splitlines()) if re.match(r"(<{7}|\|{7}|={7}|>{7})", line)]
+    assert len(markers) == 4 and all(first < i < last for i in markers)
+    assert OWN_BLOCK[1] in text and CORE_BLOCK[1] in text and GELU[1] in text and HELPER in text
+    assert entry(root, "mixed").base == bases["mixed"]  # not recorded until --continue
+
+    # --continue refuses while markers remain; --abort restores every byte
+    refused = _invoke(root, ["sync", "mixed", "--continue"])
+    assert refused.exit_code == 1 and "still holds conflict markers" in refused.stderr
+    assert _invoke(root, ["sync", "mixed"]).exit_code == 2  # a second sync waits for the first
+    aborted = _invoke(root, ["sync", "mixed", "--abort"])
+    assert aborted.exit_code == 0, aborted.output
+    assert experiment_file(root, "mixed").read_bytes() == before["mixed"]
+    assert sync.in_progress(root) == []
+
+    # again, then resolve (keep both: the core's operand order, the experiment's factor) and continue
+    assert _invoke(root, ["sync", "mixed", "--yes"]).exit_code == 1
+    path = experiment_file(root, "mixed")
+    resolved = re.sub(
+        r"<<<<<<< mixed\n.*?>>>>>>> [^\n]*\n",
+        "    return (weight * normed * 2.0).astype(x.dtype)\n",
+        path.read_text(),
+        flags=re.S,
+    )
+    path.write_text(resolved)
+    done = _invoke(root, ["sync", "mixed", "--continue"])
+    assert done.exit_code == 0, done.output
+    assert (entry(root, "mixed").base, entry(root, "mixed").synced_from) == (head, bases["mixed"])
+    report = json.loads(_invoke(root, ["diff", "mixed", "--format", "json"]).output)
+    assert sorted(d["name"] for d in report["definitions"] if d["status"] != "unchanged") == [
+        "block", "mlp", "rms_norm",
+    ]  # fmt: skip
+    assert _invoke(root, ["diff", "mixed", "--against", "origin", "--exit-code"]).exit_code == 1
+    # once committed, nothing is left to do: a second --all changes nothing
+    commit_all(root, "synced")
+    again = _invoke(root, ["sync", "--all", "--yes"])
+    assert again.exit_code == 0 and again.stdout.count("up to date") == 3, again.output
+
+
+def test_results_recorded_before_a_sync_no_longer_count(moved):
+    root = moved
+    loaded = archive.load_archive(root / "archive.yaml")
+    code = compare.current_code(loaded, loaded.experiments["plain"])
+    row = {"seed": 0, "steps": 10, "val_bpb": 2.5, "code": code, "config": {"steps": 10}}
+    archive.append_result(root / "archive.yaml", "plain", row)
+    commit_all(root, "a run")
+    rows, _, _ = compare.usable_rows(archive.load_archive(root / "archive.yaml"), "plain", None)
+    assert len(rows) == 1
+    assert _invoke(root, ["sync", "plain"]).exit_code == 0
+    rows, _, excluded = compare.usable_rows(archive.load_archive(root / "archive.yaml"), "plain", None)
+    assert rows == [] and excluded == {"other code than the current file": 1}
+
+
+def test_refusals_write_nothing(moved):
+    root = moved
+    path = experiment_file(root, "plain")
+    path.write_text(path.read_text() + "\n# uncommitted\n")
+    files = snapshot(root)
+    for args, message in [
+        (["sync", "plain"], "uncommitted changes; commit them first, or pass --allow-dirty"),
+        (["sync", "nope"], "no experiment 'nope'"),
+        (["sync", "grugformer-starter"], "is the starter"),
+        (["sync"], "or pass --all"),
+        (["sync", "plain", "--continue"], "no sync of plain is waiting"),
+    ]:
+        result = _invoke(root, args)
+        assert result.exit_code == 2 and message in result.stderr, (args, result.output)
+    assert snapshot(root) == files
+    result = _invoke(root, ["sync", "--all", "--yes"])  # --all skips the dirty one and says so
+    assert (
+        "skipped plain" in result.stderr
+        and snapshot(root)[path.relative_to(root).as_posix()] == files[path.relative_to(root).as_posix()]
+    )
+
+
+def test_sync_never_imports_jax():
+    probe = (
+        "import sys\nfrom grugctl.cli import app\n"
+        "try:\n    app(['sync', '--all', '--dry-run'])\nexcept SystemExit:\n    pass\n"
+        "print('JAX' if any(m == 'jax' or m.startswith('jax.') for m in sys.modules) else 'nojax', file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
+    assert result.stderr.split()[-1] == "nojax", result.stderr
