@@ -15,7 +15,7 @@ from repo_copy import commit_all, make_repo
 from test_diff import _invoke, edit_definition, experiment_file, starter_file
 from test_promote import snapshot
 
-from grugctl import archive, codediff, compare, gitinfo, sync
+from grugctl import archive, codediff, compare, sync
 
 REPO = Path(__file__).resolve().parents[1]
 GELU = ("jax.nn.silu(", "jax.nn.gelu(")
@@ -218,7 +218,8 @@ def test_sync_never_imports_jax():
     probe = (
         "import sys\nfrom grugctl.cli import app\n"
         "try:\n    app(['sync', '--all', '--dry-run'])\nexcept SystemExit:\n    pass\n"
-        "print('JAX' if any(m == 'jax' or m.startswith('jax.') for m in sys.modules) else 'nojax', file=sys.stderr)\n"
+        "jax = any(m == 'jax' or m.startswith('jax.') for m in sys.modules)\n"
+        "print('JAX' if jax else 'nojax', file=sys.stderr)\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
     assert result.stderr.split()[-1] == "nojax", result.stderr
