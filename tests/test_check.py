@@ -275,6 +275,7 @@ def test_drifted_experiment_warns_and_names_the_definitions(repo: Path):
     base = archive.load_archive(repo / "archive.yaml").experiments[IDEA].base
     (detail,) = results["drift"]["details"]
     assert detail.startswith(f"{IDEA}: the core changed rms_norm since its base {base}")
+    assert f"run `grugctl sync {IDEA}`" in detail  # the fix, named
 
 
 # ---------------------------------------------------------------------------------------------------
