@@ -500,6 +500,12 @@ def _render_promote_plan(plan, dry_run: bool) -> None:
     tests = f"pytest {' '.join(plan.tests)}" if plan.tests else "no core tests"
     narrowed = f" (narrowed by ${GATE_TESTS_ENV})" if plan.narrowed else ""
     _say(f"  gate: {tests}{narrowed}; {plan.starter} --smoke")
+    if plan.test_files:
+        copies = "".join(f"; {dest} from {source}" for source, dest in plan.shipped)
+        _say(f"  tests promoted with it (in the gate and the commit): {', '.join(plan.test_files)}{copies}")
+    if plan.stale:
+        how = "synced now where they merge cleanly" if plan.sync_all else "`grugctl sync ID` or --sync-all"
+        _say(f"  makes stale: {', '.join(plan.stale)} ({how})")
     if plan.commit:
         _say(f"  commit on a new branch {plan.branch}, then record its SHA in archive.yaml (a second commit)")
     _warn(list(plan.warnings))
@@ -529,6 +535,13 @@ def _render_promoted(plan, outcome) -> None:
             _say(f"lock the new behaviour with a test: {path} is covered by {', '.join(tests)}")
         else:
             _say(f"no test imports {path}: add one that locks the new behaviour")
+    if outcome.synced:
+        _say(f"synced onto the new core: {', '.join(outcome.synced)}")
+    left = [i for i in plan.stale if i not in outcome.synced]
+    if left:
+        _say(
+            f"now stale: {', '.join(left)}; bring them onto the new core with `grugctl sync {' '.join(left)}`"
+        )
     if outcome.commit:
         record = f"; its SHA recorded in {outcome.record_commit[:12]}" if outcome.record_commit else ""
         _say(f"committed {outcome.commit[:12]} on branch {plan.branch}{record}")
@@ -549,6 +562,9 @@ def promote(
     delete_after: bool = typer.Option(False, "--delete", help="Also remove the experiment's folder."),
     commit: bool = typer.Option(False, "--commit", help="Commit on a new branch promote/ID."),
     allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Proceed with uncommitted changes."),
+    sync_all: bool = typer.Option(
+        False, "--sync-all", help="Also sync the experiments it makes stale (same transaction and commit)."
+    ),
     waive: str | None = typer.Option(
         None, "--waive", help="Promote without a significant win, recording this reason (e.g. systems-only)."
     ),
@@ -561,7 +577,8 @@ def promote(
     significantly better than the starter's on val_bpb at alpha 0.01 (`grugctl compare`); --waive
     "REASON" promotes anyway and records the reason. The gate runs the core tests and the starter's
     --smoke run; if anything fails (or you press Ctrl-C) every touched file is restored byte for byte
-    and the command exits 1.
+    and the command exits 1. Uncommitted edits under tests/ and a test_<id>.py in the experiment's
+    folder (copied to tests/test_grugformer_<id>.py) are promoted with it: in the gate and the commit.
 
     Example: grugctl promote relu-squared --dry-run
     """
@@ -575,7 +592,7 @@ def promote(
         plan = guarded(
             lambda: promoting.plan_promote(
                 archive, experiment_id, only=names, bucket=bucket, allow_dirty=allow_dirty,
-                delete=delete_after, commit=commit, waiver=waive,
+                delete=delete_after, commit=commit, waiver=waive, sync_all=sync_all,
             )
         )  # fmt: skip
         _render_promote_plan(plan, dry_run)

@@ -23,6 +23,7 @@ first commit is the one holding the promoted core. Never prints; never imports J
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import json
 import os
@@ -42,6 +43,7 @@ from grugctl.errors import CHECK_FAILED, GrugError
 from grugctl.transaction import git
 
 GATE_TESTS = ("tests/test_grugformer_*.py",)
+TESTS_DIR = "tests"
 # Narrows the gate's pytest arguments (whitespace-separated globs or node ids), for grugctl's own test
 # suite; the plan names it whenever it is set, so a narrowed gate is never silent.
 GATE_TESTS_ENV = "GRUGCTL_GATE_TESTS"
@@ -96,6 +98,10 @@ class PromotePlan:
     warnings: tuple[str, ...]
     evidence: Comparison  # the experiment against the starter on the speedrun metric
     waiver: str | None  # why it is promoted without a significant win (--waive)
+    test_files: tuple[str, ...] = ()  # tests promoted with it: edits under tests/ and shipped copies
+    shipped: tuple[tuple[str, str], ...] = ()  # (test_<id>.py in its folder, where it goes under tests/)
+    stale: tuple[str, ...] = ()  # other active experiments whose copies this promotion moves
+    sync_all: bool = False  # sync them in the same transaction (and commit)
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,7 @@ class PromoteOutcome:
     commit: str | None  # the promotion commit
     record_commit: str | None  # the commit recording its SHA in archive.yaml
     warnings: tuple[str, ...]
+    synced: tuple[str, ...] = ()  # experiments --sync-all brought onto the new core
 
 
 class GateFailed(GrugError):
@@ -468,6 +475,41 @@ def _git_checks(repo, archive, entry, paths: list[Path], target: str | None, com
     return last, warnings
 
 
+def _dirty_outside_tests(repo, root: Path) -> bool:
+    spec = [str(root), f":(exclude){root / TESTS_DIR}"]
+    return bool(git(repo, "status", "--porcelain", "--untracked-files=all", "--", *spec).strip())
+
+
+def _promoted_tests(repo, archive, entry) -> tuple[list[str], list[tuple[str, str]]]:
+    """(test files promoted with the change, shipped copies): every uncommitted change under tests/, and
+    a test_<id>.py in the experiment's folder, which goes to tests/test_grugformer_<id>.py (a name the
+    default gate matches)."""
+    root = archive.root
+    status = git(repo, "status", "--porcelain", "--untracked-files=all", "--", str(root / TESTS_DIR))
+    top = Path(repo.working_tree_dir)
+    changed = [(top / line[3:].split(" -> ")[-1].strip('"')) for line in status.splitlines() if line.strip()]
+    files = [p.relative_to(root).as_posix() for p in changed]
+    stem = entry.id.replace("-", "_")
+    folder = codediff.experiment_file(root, entry.path).parent
+    shipped = []
+    for name in dict.fromkeys([f"test_{entry.id}.py", f"test_{stem}.py"]):
+        if (folder / name).is_file() and folder != root / archive.experiments_dir:
+            dest = f"{TESTS_DIR}/test_grugformer_{stem}.py"
+            if (root / dest).exists() and (root / dest).read_bytes() != (folder / name).read_bytes():
+                raise GrugError(f"{dest} already exists; rename {name} or merge the two tests first.")
+            shipped.append(((folder / name).relative_to(root).as_posix(), dest))
+            files.append(dest)
+            break
+    return list(dict.fromkeys(files)), shipped
+
+
+def _with_tests(test_args: list[str], test_files: list[str]) -> list[str]:
+    """The gate's pytest arguments plus each promoted test file they do not already select (in whole,
+    or by a node id inside it)."""
+    selected = lambda f: any(a == f or a.startswith(f + "::") for a in test_args)
+    return test_args + [f for f in test_files if f.endswith(".py") and not selected(f)]
+
+
 def _sources(archive, experiment_id: str, allow_dirty: bool):
     """(entry, repo, experiment module, starter module, starter file, core), after the refusals that
     need no diff."""
@@ -478,7 +520,7 @@ def _sources(archive, experiment_id: str, allow_dirty: bool):
     repo = transaction.open_repo(archive.root)
     if not gitinfo.has_commits(repo):
         raise GrugError("the repository has no commits yet; commit the experiment first.")
-    if not allow_dirty and gitinfo.is_dirty(repo):
+    if not allow_dirty and _dirty_outside_tests(repo, archive.root):
         raise GrugError(
             "the working tree has uncommitted changes; commit or stash them, or pass --allow-dirty."
         )
@@ -554,6 +596,7 @@ def plan_promote(
     commit: bool = False,
     tests: Iterable[str] | None = None,
     waiver: str | None = None,
+    sync_all: bool = False,
 ) -> PromotePlan:
     """Everything promote would do, checked, without writing anything."""
     if waiver is not None and not waiver.strip():
@@ -587,6 +630,12 @@ def plan_promote(
     last, git_warnings = _git_checks(repo, archive, entry, paths, target, commit, branch)
     warnings += git_warnings + _overlapping(archive, experiment_id, names, core)
     test_args, narrowed = gate_tests(archive.root, tests)
+    test_files, shipped = _promoted_tests(repo, archive, entry)
+    present = [f for f in test_files if (archive.root / f).exists()] + [dest for _, dest in shipped]
+    test_args = _with_tests(test_args, list(dict.fromkeys(present)))
+    from grugctl import sync
+
+    promoted = {n: experiment.definitions[n].fingerprint for n in names + helpers}
     if not test_args:
         warnings.append(
             f"no core tests match {' '.join(GATE_TESTS)}; the gate is only the starter's smoke run."
@@ -616,6 +665,10 @@ def plan_promote(
         warnings=tuple(warnings),
         evidence=compare.evidence_for_promotion(archive, experiment_id),
         waiver=waiver.strip() if waiver is not None else None,
+        test_files=tuple(test_files),
+        shipped=tuple(shipped),
+        stale=tuple(sync.made_stale(archive, promoted, experiment_id)),
+        sync_all=sync_all,
     )
 
 
@@ -651,6 +704,8 @@ def _record(archive, plan: PromotePlan, superseded_by: str, first: bool) -> None
         archive_mod.put_field(node, "superseded_by", superseded_by)
         if first and plan.waiver is not None:
             archive_mod.put_field(node, "waiver", plan.waiver)
+        if first and plan.test_files:
+            archive_mod.put_field(node, "tests", ", ".join(plan.test_files))
 
     archive_mod.update_entries(archive.path, [plan.id], edit)
 
@@ -665,6 +720,7 @@ def commit_message(plan: PromotePlan) -> str:
     lines.append(f"- archive.yaml: {plan.id} {'deleted' if plan.delete else 'superseded'} by this commit")
     if plan.delete:
         lines.append(f"- {plan.delete_target}: removed")
+    lines += [f"- {path}: a test promoted with it" for path in plan.test_files]
     lines += [
         "",
         f"Experiment: {plan.path}"
@@ -690,6 +746,8 @@ def _check_unchanged(root: Path, plan: PromotePlan) -> None:
 def _splice_and_gate(txn, plan: PromotePlan, progress: Callable[[str], None]) -> GateResult:
     for edit in plan.edits:
         transaction.write(txn, edit.path, edit.new)
+    for source, dest in plan.shipped:
+        transaction.write(txn, dest, (txn.root / source).read_bytes())
     gate = run_gate(txn.root, plan.starter, plan.tests, progress)
     if not gate.ok:
         raise GateFailed(
@@ -700,11 +758,13 @@ def _splice_and_gate(txn, plan: PromotePlan, progress: Callable[[str], None]) ->
     return gate
 
 
-def _land(txn, repo, archive, plan: PromotePlan) -> str | None:
+def _land(txn, repo, archive, plan: PromotePlan, synced: Iterable[str] = ()) -> str | None:
     """After the gate: archive.yaml, the removal, the promotion commit (None without --commit)."""
     root = archive.root
     _record(archive, plan, archive_mod.CORE_PENDING, first=True)
     paths = [root / e.path for e in plan.edits] + [archive.path]
+    paths += [root / p for p in plan.test_files]
+    paths += [codediff.experiment_file(root, archive.experiments[i].path) for i in synced]
     if plan.delete:
         lifecycle.remove_target(txn, repo, plan.delete_target, plan.delete_tracked)
         if plan.delete_tracked:
@@ -730,18 +790,29 @@ def promote(
         repo = transaction.open_repo(root)
         transaction.touch(txn, [e.path for e in plan.edits] + [archive.path.relative_to(root).as_posix()])
         gate = _splice_and_gate(txn, plan, progress)
-        sha = _land(txn, repo, archive, plan)
+        synced, warnings = [], []
+        if plan.sync_all and plan.stale:
+            from grugctl import sync
+
+            head = gitinfo.head_sha(repo)
+            synced, warnings = sync.sync_after_promotion(txn, archive, list(plan.stale), head)
+        sha = _land(txn, repo, archive, plan, synced)
         if sha is None:
-            return PromoteOutcome(gate, archive_mod.CORE_PENDING, None, None, ())
-        return _record_sha(repo, archive, plan, gate, sha)
+            return PromoteOutcome(gate, archive_mod.CORE_PENDING, None, None, tuple(warnings), tuple(synced))
+        outcome = _record_sha(repo, archive, plan, gate, sha, synced)
+        return dataclasses.replace(outcome, warnings=outcome.warnings + tuple(warnings), synced=tuple(synced))
 
 
-def _record_sha(repo, archive, plan: PromotePlan, gate: GateResult, sha: str) -> PromoteOutcome:
+def _record_sha(
+    repo, archive, plan: PromotePlan, gate: GateResult, sha: str, synced: Iterable[str] = ()
+) -> PromoteOutcome:
     """The second commit: superseded_by core@<promotion commit>. A failure here leaves a consistent
     state (core@pending, committed), so it warns instead of rolling back."""
     value = f"core@{sha[: archive_mod.SHA_LEN]}"
     try:
         _record(archive, plan, value, first=False)
+        for experiment_id in synced:  # synced onto the core the promotion commit holds
+            archive_mod.set_fields(archive.path, experiment_id, base=sha[: archive_mod.SHA_LEN])
         message = f"Record {plan.id}'s promotion as {value}\n"
         record = _commit(repo, message, [archive.path])
     except GrugError as error:

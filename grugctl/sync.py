@@ -506,3 +506,42 @@ def describe(plan: SyncPlan) -> dict:
         "warnings": list(plan.warnings),
         "diff": "".join(diff),
     }
+
+
+def made_stale(archive, promoted: dict[str, str], exclude: str) -> list[str]:
+    """Active experiments (not the starter, not `exclude`) holding a copy of a definition being promoted
+    (name -> its new fingerprint) that differs from it: the promotion moves the core under them."""
+    found = []
+    for experiment_id, entry in archive.experiments.items():
+        if experiment_id in (exclude, archive.starter) or entry.status != "active":
+            continue
+        try:
+            module = codediff.read_module(archive.root, entry.path, experiment_id)
+        except GrugError:
+            continue  # a broken file is `grugctl check`'s business
+        if any(
+            n in module.definitions and module.definitions[n].fingerprint != f for n, f in promoted.items()
+        ):
+            found.append(experiment_id)
+    return found
+
+
+def sync_after_promotion(txn, archive, ids: list[str], target: str) -> tuple[list[str], list[str]]:
+    """(synced ids, warnings) inside promote's transaction: each stale experiment that merges without a
+    conflict is synced onto the spliced core; a conflicted one is left for `grugctl sync ID`."""
+    synced, warnings = [], []
+    for experiment_id in ids:
+        try:
+            plan = plan_sync(archive, experiment_id, allow_dirty=True, target=target)
+        except GrugError as error:
+            warnings.append(f"{experiment_id} was not synced: {error}")
+            continue
+        if plan.conflicts:
+            warnings.append(
+                f"{experiment_id} was not synced: {', '.join(plan.conflicts)} conflict with the new core; "
+                f"run `grugctl sync {experiment_id}` after the promotion and resolve them."
+            )
+            continue
+        apply(txn, archive, [plan])
+        synced.append(experiment_id)
+    return synced, warnings
