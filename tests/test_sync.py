@@ -223,3 +223,139 @@ def test_sync_never_imports_jax():
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
     assert result.stderr.split()[-1] == "nojax", result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# promote: the experiments it makes stale, --sync-all, and tests promoted with the change
+
+SOFTCAP = "attn-softcap"
+CAPPED = "    scores = 5.0 * jnp.tanh(scores / 5.0)  # tanh soft cap on the logits\n"
+SHIPPED = """\
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+from grug_core.attention import AttentionMask, reference_attention
+
+
+def test_logits_are_soft_capped_at_five():
+    # Logits 200 and 0: without a cap the first key takes all the weight, capped it takes e^5 / (e^5 + 1).
+    q = jnp.full((1, 1, 1, 4), 10.0)
+    k = jnp.concatenate([jnp.full((1, 1, 1, 4), 10.0), jnp.zeros((1, 1, 1, 4))], axis=1)
+    v = jnp.concatenate([jnp.ones((1, 1, 1, 4)), jnp.zeros((1, 1, 1, 4))], axis=1)
+    out = reference_attention(q, k, v, AttentionMask())
+    np.testing.assert_allclose(out, math.exp(5) / (math.exp(5) + 1), atol=1e-5)
+"""
+UPDATED_REFERENCE_TEST = '''\
+@pytest.mark.parametrize("kh", [4, 2])
+def test_matches_jax_dot_product_attention(kh):
+    """reference_attention soft-caps its logits at 5: compare it with that computed by hand."""
+    q, k, v = qkv(h=4, kh=kh)
+    k, v = jnp.repeat(k, 4 // kh, axis=2), jnp.repeat(v, 4 // kh, axis=2)
+    scores = jnp.einsum("bshd,bthd->bhst", q, k) / np.sqrt(q.shape[-1])
+    scores = 5.0 * jnp.tanh(scores / 5.0)
+    causal = jnp.tril(jnp.ones(scores.shape[-2:], bool))
+    probs = jax.nn.softmax(jnp.where(causal, scores, -jnp.inf), axis=-1)
+    expected = jnp.einsum("bhst,bthd->bshd", probs, v)
+    out = reference_attention(q, k, v, AttentionMask(is_causal=True))
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+'''
+
+
+def softcap_experiment(root: Path) -> Path:
+    """An experiment overriding the core's reference_attention with tanh-capped logits, shipping a test
+    of the new behaviour in its folder."""
+    result = _invoke(
+        root, ["new", SOFTCAP, "--bucket", "attention", "--purpose", "Soft-cap attention logits."]
+    )
+    assert result.exit_code == 0, result.output
+    path = experiment_file(root, SOFTCAP)
+    core = codediff.parse_module((root / "grug_core" / "attention.py").read_text())
+    mine = core.definitions["reference_attention"].source.replace(
+        "    scores = scores / math.sqrt(d)\n", "    scores = scores / math.sqrt(d)\n" + CAPPED
+    )
+    assert CAPPED in mine
+    text = path.read_text().replace("    reference_attention,\n)\n", ")\n", 1)
+    helpers = "from grug_core.attention import MASKED_SCORE, _check_shapes, materialize\n"
+    text = text.replace("from grug_core.data import", helpers + "from grug_core.data import", 1)
+    text = text.replace("\ndef attention(", "\n" + mine + "\n\ndef attention(", 1)
+    path.write_text(text)
+    (path.parent / "test_attn_softcap.py").write_text(SHIPPED)
+    commit_all(root, "attn-softcap")
+    return path
+
+
+def test_softcap_lands_with_its_updated_tests_and_is_refused_with_the_old_ones(tmp_path, monkeypatch):
+    """The real attention tests in the gate (its pytest half narrowed to the one reference test the
+    change breaks, plus the shipped test), both ways."""
+    from test_promote import WAIVE, git_state
+
+    from grugctl import promote
+
+    root = make_repo(tmp_path)
+    softcap_experiment(root)
+    reference_test = "tests/test_grugformer_core.py::test_matches_jax_dot_product_attention"
+    monkeypatch.setenv(promote.GATE_TESTS_ENV, reference_test)
+    shipped = "tests/test_grugformer_attn_softcap.py"
+
+    # the test asserting the old behaviour (today's reference test) fails: refused, every byte restored
+    files, state = snapshot(root), git_state(root)
+    refused = _invoke(root, ["promote", SOFTCAP, "--yes", "--commit", *WAIVE])
+    assert refused.exit_code == 1, refused.output
+    assert (
+        "core tests FAILED" in refused.stderr and "test_matches_jax_dot_product_attention" in refused.stderr
+    )
+    assert snapshot(root) == files and git_state(root) == state and not (root / shipped).exists()
+
+    # with the reference test updated in the working tree, it lands with both tests in its commit
+    core_tests = root / "tests" / "test_grugformer_core.py"
+    text = core_tests.read_text()
+    start = text.index('@pytest.mark.parametrize("kh", [4, 2])\ndef test_matches_jax_dot_product_attention')
+    end = text.index("def test_fully_masked_rows_are_zero_without_nan")
+    core_tests.write_text(text[:start] + UPDATED_REFERENCE_TEST + text[end:])
+    dry = _invoke(root, ["promote", SOFTCAP, "--dry-run", *WAIVE])
+    assert (
+        f"tests promoted with it (in the gate and the commit): tests/test_grugformer_core.py, {shipped}"
+        in (dry.stdout)
+    )
+    assert f"pytest {reference_test} {shipped}" in dry.stdout  # the edited file stays narrowed to its node
+    landed = _invoke(root, ["promote", SOFTCAP, "--yes", "--commit", *WAIVE])
+    assert landed.exit_code == 0, landed.output
+    assert CAPPED in (root / "grug_core" / "attention.py").read_text()
+    promotion = git.Repo(root).head.commit.parents[0]
+    assert {"grug_core/attention.py", "tests/test_grugformer_core.py", shipped} <= set(promotion.stats.files)
+    assert entry(root, SOFTCAP).tests == f"tests/test_grugformer_core.py, {shipped}"
+    assert not git.Repo(root).is_dirty(untracked_files=True)
+
+
+def test_promote_lists_what_it_makes_stale_and_sync_all_syncs_in_its_commit(tmp_path, monkeypatch):
+    """The gate itself is exercised above and in test_promote.py; here it passes."""
+    from test_promote import GELU, SILU, WAIVE, gelu_experiment
+
+    from grugctl import promote
+
+    passed = promote.GateResult(ok=True, failed=None, tail="", seconds={"core tests": 0.0})
+    monkeypatch.setattr(promote, "run_gate", lambda *args, **kwargs: passed)
+    root = make_repo(tmp_path)
+    new(root, "plain")
+    new(root, "clash", ("mlp", SILU, "jax.nn.relu("))
+    commit_all(root, "plain and clash")
+    base = entry(root, "plain").base
+    clash = experiment_file(root, "clash").read_bytes()
+    gelu_experiment(root)
+
+    result = _invoke(root, ["promote", "gelu-mlp", "--yes", "--commit", "--sync-all", *WAIVE])
+    assert result.exit_code == 0, result.output
+    assert "makes stale: plain, clash" in result.stdout
+    assert "synced onto the new core: plain" in result.stdout
+    assert "clash was not synced: mlp conflict" in result.stderr
+    promotion = git.Repo(root).head.commit.parents[0]
+    plain = experiment_file(root, "plain")
+    assert plain.relative_to(root).as_posix() in promotion.stats.files  # the same commit
+    assert GELU in plain.read_text() and _invoke(root, ["diff", "plain", "--exit-code"]).exit_code == 0
+    assert (entry(root, "plain").base, entry(root, "plain").synced_from) == (promotion.hexsha[:12], base)
+    assert entry(root, "clash").base == base and experiment_file(root, "clash").read_bytes() == clash
+    assert not git.Repo(root).is_dirty(untracked_files=True)
