@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -212,6 +213,25 @@ def test_refusals_write_nothing(moved):
         "skipped plain" in result.stderr
         and snapshot(root)[path.relative_to(root).as_posix()] == files[path.relative_to(root).as_posix()]
     )
+
+
+def test_a_sync_killed_halfway_is_recovered_byte_for_byte(moved):
+    """SIGKILL after the files and the conflicted one's saved bytes are written, before archive.yaml:
+    the journal holds all of them, and `grugctl recover` puts every byte back."""
+    root = moved
+    files = snapshot(root)
+    code = (
+        "import os, signal\nfrom grugctl import sync\n"
+        "sync._record = lambda *args: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "from grugctl.cli import app\napp(['sync', '--all', '--yes'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert sync.in_progress(root) == ["mixed"] and snapshot(root) != files
+    assert "stopped halfway" in _invoke(root, ["sync", "plain"]).stderr
+    result = _invoke(root, ["recover", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert snapshot(root) == files and sync.in_progress(root) == []
 
 
 def test_sync_never_imports_jax():
