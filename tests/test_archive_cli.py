@@ -220,6 +220,13 @@ def test_status_table_summary_and_warnings(repo_with_archive, tmp_path):
         "introduced",
         "last",
         "known-good",
+        "seeds",  # the leaderboard's columns (issue 10)
+        "val_bpb",
+        "steps→target",
+        "Δ",
+        "bpb",
+        "vs",
+        "starter",
         "purpose",
     ]
     assert lines[2].split()[:4] == ["b", "active", "mlp", "yes"]
