@@ -122,8 +122,10 @@ def mlp(params: BlockParams, x: jax.Array) -> jax.Array:
     # Dots on [B*S, M] rather than [B, S, M]: XLA:CPU runs this MLP's forward and backward ~1.5x faster
     # (bench/train_step.py), and the reshape is free on every backend.
     tokens = x.reshape(-1, x.shape[-1])
-    hidden = jax.nn.silu(tokens @ params.w_gate) * (tokens @ params.w_up)  # [B*S, F]
-    return (hidden @ params.w_down).reshape(x.shape)
+    # The weights follow the activations' dtype, so the caller's compute dtype sets the matmul precision.
+    w_gate, w_up, w_down = (w.astype(x.dtype) for w in (params.w_gate, params.w_up, params.w_down))
+    hidden = jax.nn.silu(tokens @ w_gate) * (tokens @ w_up)  # [B*S, F]
+    return (hidden @ w_down).reshape(x.shape)
 
 
 def block(
@@ -131,21 +133,24 @@ def block(
 ) -> jax.Array:
     B, S, M = x.shape
     H, K, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    h = rms_norm(x, params.attn_norm, cfg.norm_eps).reshape(B * S, M)  # flat tokens: see mlp
-    q = apply_rotary((h @ params.attn.w_q.reshape(M, H * D)).reshape(B, S, H, D), positions, cfg.rope_theta)
-    k = apply_rotary((h @ params.attn.w_k.reshape(M, K * D)).reshape(B, S, K, D), positions, cfg.rope_theta)
-    v = (h @ params.attn.w_v.reshape(M, K * D)).reshape(B, S, K, D)
+    # Matmul inputs are cast to compute_dtype on use; the residual stream x stays fp32, so the
+    # additions below promote each bf16 branch back to fp32 (autocast's rule).
+    attn = jax.tree.map(lambda w: w.astype(cfg.compute_dtype), params.attn)
+    h = rms_norm(x, params.attn_norm, cfg.norm_eps).astype(cfg.compute_dtype).reshape(B * S, M)  # see mlp
+    q = apply_rotary((h @ attn.w_q.reshape(M, H * D)).reshape(B, S, H, D), positions, cfg.rope_theta)
+    k = apply_rotary((h @ attn.w_k.reshape(M, K * D)).reshape(B, S, K, D), positions, cfg.rope_theta)
+    v = (h @ attn.w_v.reshape(M, K * D)).reshape(B, S, K, D)
     attended = attention(q, k, v, mask).reshape(B * S, H * D)
-    x = x + (attended @ params.attn.w_o.reshape(H * D, M)).reshape(B, S, M)
+    x = x + (attended @ attn.w_o.reshape(H * D, M)).reshape(B, S, M)
     x = constrain_activations(x)
-    x = x + mlp(params, rms_norm(x, params.mlp_norm, cfg.norm_eps))
+    x = x + mlp(params, rms_norm(x, params.mlp_norm, cfg.norm_eps).astype(cfg.compute_dtype))
     return constrain_activations(x)
 
 
 def forward(
     params: GrugParams, tokens: jax.Array, cfg: GrugConfig, mask: AttentionMask | None = None
 ) -> jax.Array:
-    """tokens [B, S] int -> final hidden states [B, S, M] (normed, before the LM head)."""
+    """tokens [B, S] int -> final hidden states [B, S, M] in compute_dtype (normed, before the LM head)."""
     seq_len = tokens.shape[1]
     if seq_len > cfg.max_seq_len:
         raise ValueError(f"sequence length {seq_len} exceeds max_seq_len={cfg.max_seq_len}")
@@ -154,7 +159,7 @@ def forward(
     x = constrain_activations(params.token_embed[tokens])
     for block_params in params.blocks:
         x = block(block_params, x, cfg, mask, positions)
-    return rms_norm(x, params.final_norm, cfg.norm_eps)
+    return rms_norm(x, params.final_norm, cfg.norm_eps).astype(cfg.compute_dtype)
 
 
 # ---------------------------------------------------------------- loss (copy of grug_core.loss)
