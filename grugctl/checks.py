@@ -35,6 +35,7 @@ from pathlib import Path
 from grugctl import archive as archive_mod
 from grugctl import codediff
 from grugctl.errors import GrugError
+from grugctl.gitinfo import blob_id
 from grugctl.results import RESULT_KEYS
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
@@ -172,11 +173,6 @@ def check_git(
 
 
 # ---------------------------------------------------------------- git objects and the verdict cache
-
-
-def blob_id(data: bytes) -> str:
-    """Git's id for these bytes as a blob: equal ids mean equal content, committed or not."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def _git(root: Path, args: list[str], stdin: bytes) -> bytes | None:

@@ -574,40 +574,111 @@ def restore_command(
 # ---------------------------------------------------------------- grugctl run
 
 
+def _run_line(done) -> str:
+    row = done.row
+    reached = "target not reached"
+    if row["steps_to_target"] is not None:
+        tokens, seconds = row["tokens_to_target"], row["time_to_target_s"]
+        reached = f"target at step {row['steps_to_target']:.0f} ({tokens:,} tokens, {seconds:.1f} s)"
+    pair = f" [pair {row['pair']}]" if row.get("pair") else ""
+    where = f"; recorded in {row['record']}" if done.recorded else ""
+    return (
+        f"{done.entry_id} seed {row['seed']}{pair}: val_bpb {row['val_bpb']:.4f}, {reached}, "
+        f"{row['tokens_per_s']:,} tok/s{where}"
+    )
+
+
 @app.command("run")
 def run_command(
-    entry_id: str = typer.Argument(..., metavar="ID", help="The experiment to train."),
+    entry_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="The experiment(s) to train.")],
     steps: int | None = typer.Option(None, "--steps", min=1, help="Training steps (default: the file's)."),
     seed: int = typer.Option(0, "--seed", help="First seed."),
     seeds: int = typer.Option(1, "--seeds", min=1, help="Number of seeds: seed, seed+1, ..."),
+    paired: bool = typer.Option(
+        False, "--paired", help="Alternate the baseline and each experiment seed by seed on this machine."
+    ),
+    against: str | None = typer.Option(
+        None, "--against", help="The baseline of --paired (default: the starter)."
+    ),
     smoke: bool = typer.Option(False, "--smoke", help="Tiny config, 2 steps: checks the file runs."),
-    record: bool = typer.Option(True, "--record/--no-record", help="Append each seed's summary to results."),
+    record: bool | None = typer.Option(
+        None, "--record/--no-record", help="Record each run (default: yes, except for --smoke runs)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the runs' summary rows as JSON on stdout."),
     archive_path: ArchiveOption = None,
 ) -> None:
-    """Train an experiment in a child process and record each seed's results in archive.yaml.
+    """Train experiments in child processes; record each run under runs/<id>/ and in archive.yaml.
 
-    The run's JSON goes to runs/<id>/; progress streams from the child.
+    Each record holds the code (commit, file and core ids, any uncommitted patch), config, machine,
+    and curves; `grugctl compare` and `grugctl plot` read them. Progress streams on stderr.
 
-    Example: grugctl run grugformer-starter --seeds 3
+    Example: grugctl run relu-squared --seeds 5 --paired --steps 200
     """
     from grugctl import runner
 
     archive = _load_archive(archive_path)
-    summaries = guarded(
-        lambda: runner.run_experiment(
-            archive, entry_id, seeds=list(range(seed, seed + seeds)), steps=steps, smoke=smoke, record=record
+    show = None if as_json else (lambda done: _say(_run_line(done)))
+    finished = guarded(
+        lambda: runner.run_experiments(
+            archive, entry_ids, seeds=list(range(seed, seed + seeds)), steps=steps, smoke=smoke,
+            record=record, paired=paired, against=against, on_finished=show,
+        )
+    )  # fmt: skip
+    if as_json:
+        _json_out([{"id": done.entry_id, "recorded": done.recorded, **done.row} for done in finished])
+    elif any(done.recorded for done in finished):
+        ids = " ".join(dict.fromkeys(done.entry_id for done in finished))
+        _warn([f"`grugctl compare {ids}` weighs the evidence; commit runs/ and archive.yaml"], prefix="next")
+
+
+# ---------------------------------------------------------------- grugctl compare / plot
+
+
+@app.command("compare")
+def compare_command(
+    entry_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="The experiment(s) to judge.")],
+    against: str | None = typer.Option(None, "--against", help="The baseline (default: the starter)."),
+    metrics: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metric",
+            help="val_bpb, steps_to_target, tokens_to_target, time_to_target_s, tokens_per_s or val_loss; "
+            "repeat for several (default: val_bpb, steps_to_target, time_to_target_s).",
+        ),
+    ] = None,
+    alpha: float = typer.Option(0.01, "--alpha", help="Significance level of the verdict."),
+    steps: int | None = typer.Option(None, "--steps", help="Compare runs of this length (default: newest)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON on stdout."),
+    as_md: bool = typer.Option(False, "--md", help="Print a Markdown table (for a pull request)."),
+    archive_path: ArchiveOption = None,
+) -> None:
+    """Is an experiment better than its baseline? n, mean ± sd, delta, 95% CI, p and a verdict per metric.
+
+    Paired seeds (`grugctl run ID --paired`) use the paired t-test, other runs Welch's t-test
+    (scipy.stats). Smoke runs, other code, step counts or configs, and for wall-time metrics other
+    machines, are left out and counted. An inconclusive verdict says how many seeds the observed
+    effect would need.
+
+    Example: grugctl compare relu-squared --metric val_bpb --md
+    """
+    from grugctl import compare, comparerender
+
+    if as_json and as_md:
+        raise fail("--json and --md both choose the output; pick one.")
+    archive = _load_archive(archive_path)
+    chosen = tuple(metrics) if metrics else compare.DEFAULT_METRICS
+    comparisons = guarded(
+        lambda: compare.compare_all(
+            archive, entry_ids, against=against, metrics=chosen, alpha=alpha, steps=steps
         )
     )
-    for summary in summaries:
-        reached = summary["time_to_target_s"]
-        target = "not reached" if reached is None else f"{reached:.1f} s"
-        err.print(
-            f"seed {summary['seed']}: val_bpb {summary['val_bpb']:.4f}, time to target {target}, "
-            f"{summary['tokens_per_s']:,.0f} tok/s"
-            + (f"; recorded in {archive.path.name}" if record else ""),
-            markup=False,
-            highlight=False,
-        )
+    if as_json:
+        _json_out(compare.as_json(comparisons))
+    elif as_md:
+        sys.stdout.write(comparerender.markdown(comparisons))
+    else:
+        color = out.is_terminal and not os.environ.get("NO_COLOR")
+        sys.stdout.write(comparerender.text(comparisons, color=color))
 
 
 # ---------------------------------------------------------------- grugctl check

@@ -7,6 +7,7 @@ because `archive status` and `resolve` must stay fast on a 1,000-entry archive. 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from collections.abc import Iterable
@@ -16,6 +17,11 @@ from grugctl.errors import GrugError
 
 # Keeps each command line far below the kernel's argument limit on large archives.
 PATHS_PER_CALL = 400
+
+
+def blob_id(data: bytes) -> str:
+    """Git's id for these bytes as a blob: equal ids mean equal content, committed or not."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def open_repo(root: Path):

@@ -17,9 +17,13 @@ RESULT_KEYS = (
     "val_loss",
     "val_bpb",
     "target_val_bpb",
+    "steps_to_target",
+    "tokens_to_target",
     "time_to_target_s",
     "curve",
+    "train_curve",
     "jax_version",
     "platform",
+    "host",
     "date",
 )

@@ -1,8 +1,10 @@
-"""`grugctl run`: train an experiment in a child process and record each seed's summary in archive.yaml.
+"""`grugctl run`: train experiments in child processes and record each run.
 
-The child is the experiment file itself (`python <file> --out runs/<id>/<stamp>-seed<S>.json ...`),
-so grugctl never imports JAX and a run through grugctl is the same as a run by hand. The child
-inherits the terminal, which shows its progress bar (or plain log lines when piped).
+The child is the experiment file itself (`python <file> --out runs/.scratch/... --seed S ...`), so
+grugctl never imports JAX and a run through grugctl is the same as a run by hand. The child's progress
+goes to the terminal's stderr. Each successful run becomes a tracked record under `runs/<id>/` and a
+summary row in archive.yaml (records.py). `--paired` alternates a baseline and the candidates seed by
+seed on this machine, so their wall times compare fairly and `compare` can pair them.
 """
 
 from __future__ import annotations
@@ -13,14 +15,31 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from grugctl import records
 from grugctl.archive import Archive, append_result, get_entry
 from grugctl.errors import CHECK_FAILED, GrugError
 from grugctl.results import RESULT_KEYS
 
 INTERRUPTED = 130
-SUMMARY_KEYS = ("commit", "dirty", "seed", "steps", "val_loss", "val_bpb", "time_to_target_s", "tokens_per_s")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One child process: an experiment at a seed, and the pair it belongs to when paired."""
+
+    entry_id: str
+    seed: int
+    pair: str | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    entry_id: str
+    row: dict
+    recorded: bool
 
 
 def runnable_entry(archive: Archive, entry_id: str):
@@ -35,8 +54,36 @@ def runnable_entry(archive: Archive, entry_id: str):
     return entry
 
 
-def results_path(archive: Archive, entry_id: str, seed: int) -> Path:
-    return archive.root / "runs" / entry_id / f"{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}.json"
+def scratch_path(archive: Archive, entry_id: str, seed: int) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return archive.root / records.SCRATCH_DIR / entry_id / f"{stamp}-seed{seed}.json"
+
+
+def plan_jobs(
+    archive: Archive, entry_ids: list[str], seeds: list[int], *, paired: bool, against: str | None
+) -> list[Job]:
+    """Seed-major order. Paired: the baseline and every candidate at each seed, the order flipping from
+    seed to seed so a machine that slows down over the session does not favour one side."""
+    if against is not None and not paired:
+        raise GrugError("--against names the baseline of a paired run; add --paired")
+    if not paired:
+        for entry_id in entry_ids:
+            runnable_entry(archive, entry_id)
+        return [Job(entry_id, seed) for entry_id in entry_ids for seed in seeds]
+    baseline = against or archive.starter
+    if baseline in entry_ids:
+        raise GrugError(
+            f"'{baseline}' is the baseline of --paired; name only the candidates to run against it"
+        )
+    for entry_id in [baseline, *entry_ids]:
+        runnable_entry(archive, entry_id)
+    session = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    jobs = []
+    for number, seed in enumerate(seeds):
+        order = [baseline, *entry_ids]
+        for entry_id in order if number % 2 == 0 else order[::-1]:
+            jobs.append(Job(entry_id, seed, f"{session}-seed{seed}"))
+    return jobs
 
 
 def child_command(file: Path, out: Path, *, seed: int, steps: int | None, smoke: bool) -> list[str]:
@@ -74,46 +121,70 @@ def read_results(path: Path, entry_id: str) -> dict:
     return results
 
 
-def summarize(results: dict, results_file: Path, root: Path) -> dict:
-    summary = {key: results[key] for key in SUMMARY_KEYS}
-    # The archive is read by people: short SHAs like its other SHA fields, and figures to 4 digits.
-    summary["commit"] = results["commit"][:12] if results["commit"] else None
-    for key in ("val_loss", "val_bpb"):
-        summary[key] = round(results[key], 4)
-    summary["tokens_per_s"] = round(results["tokens_per_s"])
-    if results["time_to_target_s"] is not None:
-        summary["time_to_target_s"] = round(results["time_to_target_s"], 1)
-    if results.get("smoke"):
-        summary["smoke"] = True
-    summary["date"] = results["date"]
-    summary["results"] = results_file.relative_to(root).as_posix()
-    return summary
+def record_run(archive: Archive, entry_id: str, record: dict) -> dict:
+    """Write the record, then its archive row; if the row cannot be written the record goes too, so a
+    row never points at nothing and no record lies around unlisted."""
+    from grugctl.lifecycle import write_bytes
+
+    path = records.record_path(entry_id, record["seed"])
+    row = records.summary_row(record, path)
+    target = archive.root / path
+    if target.exists():  # two runs of one seed within a second
+        raise GrugError(f"{path} already exists; wait a second and run again")
+    write_bytes(target, records.encode(record))
+    try:
+        append_result(archive.path, entry_id, row)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return row
 
 
-def run_experiment(
+def run_job(archive: Archive, job: Job, *, steps: int | None, smoke: bool, record: bool) -> Finished:
+    entry = runnable_entry(archive, job.entry_id)
+    source = records.provenance(archive.root, entry.path, archive.core)
+    out = scratch_path(archive, job.entry_id, job.seed)
+    command = child_command(archive.root / entry.path, out, seed=job.seed, steps=steps, smoke=smoke)
+    code = run_child(command, archive.root, job.entry_id)
+    if code != 0:
+        exit_code = code if code == 2 else CHECK_FAILED
+        raise GrugError(
+            f"'{job.entry_id}' failed with exit code {code} (seed {job.seed}); nothing recorded for it",
+            exit_code,
+        )
+    built = records.build_record(
+        read_results(out, job.entry_id), source, entry_id=job.entry_id, pair=job.pair
+    )
+    if record:
+        return Finished(job.entry_id, record_run(archive, job.entry_id, built), True)
+    return Finished(job.entry_id, records.summary_row(built, out.relative_to(archive.root).as_posix()), False)
+
+
+def run_experiments(
     archive: Archive,
-    entry_id: str,
+    entry_ids: list[str],
     *,
     seeds: list[int],
     steps: int | None = None,
     smoke: bool = False,
-    record: bool = True,
-) -> list[dict]:
-    """Run one child per seed; record each seed's summary as soon as it succeeds. A failed seed records
-    nothing and stops the remaining seeds."""
-    entry = runnable_entry(archive, entry_id)
-    summaries = []
-    for seed in seeds:
-        out = results_path(archive, entry_id, seed)
-        command = child_command(archive.root / entry.path, out, seed=seed, steps=steps, smoke=smoke)
-        code = run_child(command, archive.root, entry_id)
-        if code != 0:
-            done = f"; {len(summaries)} earlier seed(s) were recorded" if summaries and record else ""
-            exit_code = code if code == 2 else CHECK_FAILED
-            message = f"'{entry_id}' failed with exit code {code} (seed {seed}); nothing recorded{done}"
-            raise GrugError(message, exit_code)
-        summary = summarize(read_results(out, entry_id), out, archive.root)
-        if record:
-            append_result(archive.path, entry_id, summary)
-        summaries.append(summary)
-    return summaries
+    record: bool | None = None,
+    paired: bool = False,
+    against: str | None = None,
+    on_finished=None,
+) -> list[Finished]:
+    """Run every job in order, recording each as soon as it succeeds; a failure stops the rest (what
+    finished stays recorded). Smoke runs are recorded only when asked (`record=True`)."""
+    record = not smoke if record is None else record
+    jobs = plan_jobs(archive, entry_ids, seeds, paired=paired, against=against)
+    finished: list[Finished] = []
+    for job in jobs:
+        try:
+            done = run_job(archive, job, steps=steps, smoke=smoke, record=record)
+        except GrugError as error:
+            if finished and any(f.recorded for f in finished):
+                error.args = (f"{error.args[0]}; {len(finished)} earlier run(s) were recorded",)
+            raise
+        finished.append(done)
+        if on_finished is not None:
+            on_finished(done)
+    return finished

@@ -35,25 +35,63 @@ def test_a_few_dozen_steps_lower_validation_loss(tmp_path):
     assert curve[-1]["val_loss"] < curve[0]["val_loss"] - 0.5, curve
 
 
-def test_grugctl_run_smoke_records_every_seed_with_a_complete_results_file(tmp_path):
+def test_grugctl_run_smoke_records_every_seed_with_a_tracked_record(tmp_path):
     root = make_repo(tmp_path)
     earlier = experiments(root)["grugformer-starter"].get("results", [])
-    result = _invoke(root, ["run", "grugformer-starter", "--smoke", "--seed", "3", "--seeds", "2"])
+    args = ["run", "grugformer-starter", "--smoke", "--record", "--seed", "3", "--seeds", "2"]
+    result = _invoke(root, args)
     assert result.exit_code == 0, result.output
-    records = experiments(root)["grugformer-starter"]["results"]
-    assert records[: len(earlier)] == earlier  # appended, nothing earlier rewritten
-    records = records[len(earlier) :]
-    head = git.Repo(root).head.commit.hexsha
-    assert [r["seed"] for r in records] == [3, 4]
-    for record in records:
-        assert record["commit"] == head[:12] and record["dirty"] is False
-        assert record["smoke"] is True and record["steps"] == 2
-        assert record["results"].startswith("runs/grugformer-starter/")
-        results = json.loads((root / record["results"]).read_text())
-        assert set(RESULT_KEYS) <= set(results)
-        assert results["experiment"] == "grugformer-starter" and results["commit"] == head
-        assert results["seed"] == record["seed"] and results["curve"][-1]["step"] == 2
-        assert results["config"]["model"]["vocab_size"] == 256 and results["val_bpb"] > 0
+    rows = experiments(root)["grugformer-starter"]["results"]
+    assert rows[: len(earlier)] == earlier  # appended, nothing earlier rewritten
+    rows = rows[len(earlier) :]
+    repo = git.Repo(root)
+    head = repo.head.commit.hexsha
+    assert [r["seed"] for r in rows] == [3, 4]
+    for row in rows:
+        assert row["commit"] == head[:12] and row["dirty"] is False
+        assert row["smoke"] is True and row["steps"] == 2
+        assert row["record"].startswith("runs/grugformer-starter/") and row["record"].endswith(".json")
+        record = json.loads((root / row["record"]).read_text())
+        assert record["experiment"] == "grugformer-starter" and record["git"]["commit"] == head
+        assert record["git"]["patch"] is None and row["code"] == record["git"]["experiment_blob"][:12]
+        assert record["git"]["core_tree"] == repo.head.commit.tree["grug_core"].hexsha
+        assert record["seed"] == row["seed"] and record["eval_curve"][-1]["step"] == 2
+        assert record["config"]["model"]["vocab_size"] == 256 and record["metrics"]["val_bpb"] > 0
+        assert row["config"] == record["config_hash"] and row["host"] == record["host"]["id"]
+        assert {"cpu", "cores", "accelerator", "accelerator_count", "jax_version", "load_avg"} <= set(
+            record["host"]
+        )
+        assert len((root / row["record"]).read_bytes()) < 20_000
+    # The records are not ignored: a commit takes them, so a fresh clone can read them.
+    assert not repo.ignored(*[r["record"] for r in rows])
+    # The seed recorded first did not make the second one dirty.
+    assert all(r["dirty"] is False for r in rows)
+
+
+def test_smoke_runs_stay_out_of_the_records_unless_asked(tmp_path):
+    root = make_repo(tmp_path)
+    before = (root / "archive.yaml").read_bytes()
+    result = _invoke(root, ["run", "grugformer-starter", "--smoke", "--json"])
+    assert result.exit_code == 0, result.output
+    assert (root / "archive.yaml").read_bytes() == before
+    assert not (root / "runs" / "grugformer-starter").exists()
+    (summary,) = json.loads(result.stdout)
+    assert summary["recorded"] is False and summary["record"].startswith("runs/.scratch/")
+    # The child's full results (kept in the ignored scratch folder) hold every key grugctl relies on.
+    assert set(RESULT_KEYS) <= set(json.loads((root / summary["record"]).read_text()))
+
+
+def test_a_dirty_run_records_the_patch_that_reproduces_it(tmp_path):
+    root = make_repo(tmp_path)
+    path = new_experiment(root, "wider-mlp", "--bucket", "mlp")
+    path.write_text(path.read_text() + "\n# an uncommitted edit\n")
+    result = _invoke(root, ["run", "wider-mlp", "--smoke", "--record"])
+    assert result.exit_code == 0, result.output
+    (row,) = experiments(root)["wider-mlp"]["results"]
+    record = json.loads((root / row["record"]).read_text())
+    assert row["dirty"] is True and record["git"]["dirty"] is True
+    assert f"+++ b/{path.relative_to(root).as_posix()}" in record["git"]["patch"]
+    assert "+# an uncommitted edit" in record["git"]["patch"]
 
 
 def test_a_failing_experiment_records_nothing_and_exits_1(tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -67,9 +68,15 @@ class SpeedrunConfig:
     weight_decay: float = 0.1
     z_loss_weight: float = 1e-4
     eval_every: int = 50
-    eval_batches: int = 8
+    # Within this many bits per byte of the target, evaluate every `dense_eval_every` steps so the
+    # crossing is seen to a few steps (it is then interpolated between the two evaluations around it).
+    dense_eval_margin: float = 0.1
+    dense_eval_every: int = 10
+    # 16 x 32 x 128 = 64 KB of validation bytes, the same windows every run.
+    eval_batches: int = 16
     target_val_bpb: float = 2.7
     log_every: int = 20
+    train_curve_points: int = 200
     seed: int = 0
 
 
@@ -237,6 +244,22 @@ def evaluate(eval_fn, params, eval_set) -> float:
     return float(np.mean([float(eval_fn(params, tokens)) for tokens in eval_set]))
 
 
+def eval_due(step: int, last_val_bpb: float | None, reached: bool, cfg: SpeedrunConfig) -> bool:
+    if step % cfg.eval_every == 0 or step == cfg.steps:
+        return True
+    near = last_val_bpb is not None and last_val_bpb - cfg.target_val_bpb <= cfg.dense_eval_margin
+    return near and not reached and step % cfg.dense_eval_every == 0
+
+
+def crossing(before: dict, after: dict, target: float) -> dict:
+    """Where the val-bpb line between two evaluations meets the target: step, tokens and seconds.
+    Linear in bpb; with evaluations every `dense_eval_every` steps the error is a step or two."""
+    span = before["val_bpb"] - after["val_bpb"]
+    frac = 1.0 if span <= 0 else min(1.0, max(0.0, (before["val_bpb"] - target) / span))
+    at = lambda key: before[key] + frac * (after[key] - before[key])
+    return {"steps": at("step"), "tokens": at("tokens"), "seconds": at("train_seconds")}
+
+
 def measured_matmul_peak() -> float:
     """FLOP/s of a large fp32 matmul on this machine, the denominator of the MFU estimate."""
     a = jnp.ones((1024, 1024), jnp.float32)
@@ -272,23 +295,31 @@ def train(cfg: SpeedrunConfig, data_dir: Path | None, progress) -> dict:
     eval_fn = jax.jit(eval_loss, static_argnums=2).lower(params, eval_set[0], cfg).compile()
     compile_seconds = time.perf_counter() - compile_start
 
-    curve, train_seconds, time_to_target, tokens = [], 0.0, None, first
+    tokens_per_step = cfg.batch_size * cfg.seq_len
+    train_every = max(1, math.ceil(cfg.steps / cfg.train_curve_points))
+    curve, train_curve, train_seconds, reached, tokens = [], [], 0.0, None, first
     for step in range(1, cfg.steps + 1):
         start = time.perf_counter()
         params, opt_state, loss = step_fn(params, opt_state, tokens)
         loss = float(loss)  # waits for the step, so the timing below is honest
         train_seconds += time.perf_counter() - start
         tokens = jnp.asarray(next(train_data))
-        val = evaluate(eval_fn, params, eval_set) if step % cfg.eval_every == 0 or step == cfg.steps else None
-        if val is not None:
-            curve.append({"step": step, "train_loss": loss, "val_loss": val, "train_seconds": train_seconds})
-            if time_to_target is None and val / math.log(2) <= cfg.target_val_bpb:
-                time_to_target = train_seconds
-        progress(step, loss, val, step * cfg.batch_size * cfg.seq_len / train_seconds)
+        if step % train_every == 0 or step == cfg.steps:
+            train_curve.append([step, round(loss, 4)])
+        last_bpb = curve[-1]["val_bpb"] if curve else None
+        val, newly_reached = None, None
+        if eval_due(step, last_bpb, reached is not None, cfg):
+            val = evaluate(eval_fn, params, eval_set)
+            point = {"step": step, "tokens": step * tokens_per_step, "train_seconds": train_seconds}
+            curve.append(point | {"train_loss": loss, "val_loss": val, "val_bpb": val / math.log(2)})
+            if reached is None and curve[-1]["val_bpb"] <= cfg.target_val_bpb:
+                before = curve[-2] if len(curve) > 1 else curve[-1]
+                reached = newly_reached = crossing(before, curve[-1], cfg.target_val_bpb)
+        progress(step, loss, val, train_seconds, newly_reached)
         if not math.isfinite(loss):
             raise FloatingPointError(f"training diverged at step {step}: loss is {loss}")
 
-    total_tokens = cfg.steps * cfg.batch_size * cfg.seq_len
+    total_tokens = cfg.steps * tokens_per_step
     val_loss = curve[-1]["val_loss"]
     return {
         "steps": cfg.steps,
@@ -301,8 +332,11 @@ def train(cfg: SpeedrunConfig, data_dir: Path | None, progress) -> dict:
         "val_loss": val_loss,
         "val_bpb": val_loss / math.log(2),
         "target_val_bpb": cfg.target_val_bpb,
-        "time_to_target_s": time_to_target,
+        "steps_to_target": reached and reached["steps"],
+        "tokens_to_target": reached and reached["tokens"],
+        "time_to_target_s": reached and reached["seconds"],
         "curve": curve,
+        "train_curve": train_curve,
     }
 
 
@@ -310,8 +344,14 @@ def train(cfg: SpeedrunConfig, data_dir: Path | None, progress) -> dict:
 
 
 def make_progress(cfg: SpeedrunConfig):
-    """A rich bar on a terminal; plain log lines when piped (CI logs, grugctl run into a file)."""
-    if sys.stdout.isatty():
+    """A rich bar on a terminal, plain log lines when piped; both on stderr, in bits per byte (the
+    target's unit), with the training time so far and one line when the target is reached."""
+    target_line = lambda reached: (
+        f"target {cfg.target_val_bpb} bpb reached at step {reached['steps']:.0f} after "
+        f"{reached['seconds']:.1f} s of training"
+    )
+    if sys.stderr.isatty():
+        from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         bar = Progress(
@@ -319,24 +359,57 @@ def make_progress(cfg: SpeedrunConfig):
             BarColumn(),
             TextColumn("{task.fields[status]}"),
             TimeRemainingColumn(),
+            console=Console(stderr=True),
         )
         bar.start()
         task = bar.add_task("train", total=cfg.steps, status="compiling")
+        best = {"val": ""}
 
-        def report(step, loss, val, tokens_per_s):
-            val_text = f" val {val:.4f}" if val is not None else ""
-            bar.update(task, completed=step, status=f"loss {loss:.4f}{val_text} {tokens_per_s:,.0f} tok/s")
+        def report(step, loss, val, seconds, reached):
+            if val is not None:
+                best["val"] = f" val {val / math.log(2):.3f} bpb"
+            if reached is not None:
+                bar.console.print(target_line(reached), markup=False, highlight=False)
+            status = f"loss {loss:.3f}{best['val']} | {seconds:.0f} s train"
+            bar.update(task, completed=step, status=status)
             if step == cfg.steps:
                 bar.stop()
 
         return report
 
-    def log(step, loss, val, tokens_per_s):
+    def log(step, loss, val, seconds, reached):
         if step % cfg.log_every == 0 or val is not None or step == cfg.steps:
-            val_text = f" val_loss {val:.4f} val_bpb {val / math.log(2):.4f}" if val is not None else ""
-            print(f"step {step}/{cfg.steps} loss {loss:.4f}{val_text} tok/s {tokens_per_s:,.0f}", flush=True)
+            val_text = f" val_bpb {val / math.log(2):.4f}" if val is not None else ""
+            line = f"step {step}/{cfg.steps} loss {loss:.4f}{val_text} train {seconds:.1f} s"
+            print(line, file=sys.stderr, flush=True)
+        if reached is not None:
+            print(target_line(reached), file=sys.stderr, flush=True)
 
     return log
+
+
+def host_fingerprint() -> dict:
+    """What a timing depends on: the CPU, the accelerators, JAX, and how busy the machine was."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(
+                (line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu
+            )
+    except OSError:
+        pass
+    devices = jax.devices()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "accelerator": devices[0].device_kind,
+        "accelerator_count": len(devices),
+        "backend": jax.default_backend(),
+        "jax_version": jax.__version__,
+        "load_avg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        # A hash, not the name: enough to tell runs from one machine apart from others.
+        "id": hashlib.sha256(f"{platform.node()}|{cpu}".encode()).hexdigest()[:12],
+    }
 
 
 def git_state() -> tuple[str | None, bool | None]:
@@ -344,10 +417,10 @@ def git_state() -> tuple[str | None, bool | None]:
         ["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, check=True
     ).stdout.strip()
     try:
-        # archive.yaml is the paper trail, not code: recording one seed must not mark the next dirty.
-        return git("rev-parse", "HEAD"), bool(
-            git("status", "--porcelain", ":(top)", ":(top,exclude)archive.yaml")
-        )
+        # archive.yaml and runs/ are the paper trail, not code: recording one seed must not mark the
+        # next dirty.
+        paper_trail = (":(top,exclude)archive.yaml", ":(top,exclude)runs")
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", ":(top)", *paper_trail))
     except (OSError, subprocess.CalledProcessError):
         return None, None
 
@@ -374,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps is not None:
         cfg = dataclasses.replace(cfg, steps=args.steps, eval_every=min(cfg.eval_every, args.steps))
     experiment_id = os.environ.get("GRUG_EXPERIMENT_ID") or Path(__file__).parent.name.replace("_", "-")
+    host = host_fingerprint()  # before training: the load average says how busy the machine was
     try:
         summary = train(cfg, args.data, make_progress(cfg))
     except CorpusMissing as error:
@@ -390,15 +464,19 @@ def main(argv: list[str] | None = None) -> int:
         **summary,
         "jax_version": jax.__version__,
         "platform": f"{jax.default_backend()} ({platform.machine()}, {len(jax.devices())} devices)",
+        "host": host,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    out = args.out or Path("runs") / experiment_id / f"{time.strftime('%Y%m%d-%H%M%S')}-seed{cfg.seed}.json"
+    # By hand, full results go to the git-ignored scratch folder; `grugctl run` writes the tracked record.
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    out = args.out or Path("runs") / ".scratch" / experiment_id / f"{stamp}-seed{cfg.seed}.json"
     write_json_atomically(out, results)
     reached = summary["time_to_target_s"]
     target = f"{reached:.1f} s" if reached is not None else "not reached"
     print(
         f"val_bpb {summary['val_bpb']:.4f} (target {cfg.target_val_bpb}) time to target {target}; "
         f"{summary['tokens_per_s']:,.0f} tok/s; results in {out}",
+        file=sys.stderr,
         flush=True,
     )
     return 0

@@ -1,0 +1,251 @@
+"""`grugctl compare`: is an experiment better than its baseline, metric by metric, with the evidence.
+
+Reads only archive.yaml's summary rows (records.summary_row). Rows that must not be mixed are left out
+and counted: smoke runs, runs of other code than the file now on disk, other step counts or configs,
+and, for wall-time metrics, other machines. Rows that share a `pair` id ran back to back on one machine
+with the same seed, and are compared with the paired t-test; otherwise Welch's t-test.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+from grugctl import records, stats
+from grugctl.archive import Archive, get_entry
+from grugctl.errors import GrugError
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    lower_is_better: bool
+    timing: bool  # depends on the machine: compared only within one host
+    description: str
+
+
+METRICS = (
+    Metric("val_bpb", True, False, "final validation bits per byte"),
+    Metric("steps_to_target", True, False, "training steps to the target bits per byte"),
+    Metric("tokens_to_target", True, False, "training tokens to the target bits per byte"),
+    Metric("time_to_target_s", True, True, "training seconds to the target bits per byte"),
+    Metric("tokens_per_s", False, True, "training tokens per second"),
+    Metric("val_loss", True, False, "final validation loss in nats"),
+)
+METRIC_NAMES = tuple(m.name for m in METRICS)
+DEFAULT_METRICS = ("val_bpb", "steps_to_target", "time_to_target_s")
+# What promote's gate and the leaderboard judge by: the run's final validation bits per byte at an
+# equal step count, which does not depend on the machine and is defined even when the target is not.
+SPEEDRUN_METRIC = "val_bpb"
+DEFAULT_ALPHA = 0.01
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    metric: str
+    lower_is_better: bool
+    test: str | None  # "paired", "welch", or None when there are too few seeds
+    n_candidate: int
+    n_baseline: int
+    mean_candidate: float | None
+    sd_candidate: float | None
+    mean_baseline: float | None
+    sd_baseline: float | None
+    delta: float | None
+    relative_delta: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    verdict: str  # "better", "worse" or "inconclusive"
+    seeds_needed: int | None  # for an inconclusive result: the seeds the observed effect would need
+    left_out: dict[str, int]
+    note: str | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    candidate: str
+    baseline: str
+    alpha: float
+    steps: int | None
+    rows_candidate: int
+    rows_baseline: int
+    excluded_candidate: dict[str, int]
+    excluded_baseline: dict[str, int]
+    metrics: tuple[MetricResult, ...]
+
+
+def current_code(archive: Archive, entry) -> str | None:
+    """The id the rows of the file as it is now carry; a missing file falls back to its newest row's."""
+    if (archive.root / entry.path).is_file():
+        return records.code_id(archive.root, entry.path)[:12]
+    coded = [row.get("code") for row in entry.results if row.get("code")]
+    return coded[-1] if coded else None
+
+
+def usable_rows(archive: Archive, entry_id: str, steps: int | None) -> tuple[list[dict], int | None, Counter]:
+    """The rows that measure the current code at one step count and config, and why the rest were left out.
+    steps=None takes the newest usable row's step count."""
+    entry = get_entry(archive, entry_id)
+    code = current_code(archive, entry)
+    rows, excluded = [], Counter()
+    for row in entry.results:
+        if row.get("smoke"):
+            excluded["smoke run"] += 1
+        elif row.get("code") != code or code is None:
+            excluded["other code than the current file"] += 1
+        elif not isinstance(row.get("val_bpb"), (int, float)):
+            excluded["no val_bpb"] += 1
+        else:
+            rows.append(row)
+    if steps is None and rows:
+        steps = rows[-1].get("steps")
+    same_steps = [row for row in rows if row.get("steps") == steps]
+    excluded["other step count"] += len(rows) - len(same_steps)
+    config = same_steps[-1].get("config") if same_steps else None
+    same_config = [row for row in same_steps if row.get("config") == config]
+    excluded["other config"] += len(same_steps) - len(same_config)
+    return same_config, steps, +excluded
+
+
+def _values(rows: list[dict], name: str) -> list[float]:
+    return [row[name] for row in rows if isinstance(row.get(name), (int, float))]
+
+
+def _main_host(rows: list[dict]) -> str | None:
+    hosts = Counter(row.get("host") for row in rows if row.get("host"))
+    return hosts.most_common(1)[0][0] if hosts else None
+
+
+def _verdict(test: stats.Test, metric: Metric, alpha: float) -> str:
+    if test.p_value is None or test.p_value >= alpha:
+        return "inconclusive"
+    improved = test.delta < 0 if metric.lower_is_better else test.delta > 0
+    return "better" if improved else "worse"
+
+
+def compare_metric(candidate: list[dict], baseline: list[dict], metric: Metric, alpha: float) -> MetricResult:
+    """One metric's test over rows already selected by usable_rows."""
+    left_out: Counter = Counter()
+    if metric.timing:  # wall time only compares within one machine, and one running a job at a time
+        shared = [row for row in candidate + baseline if row.get("shared_host")]
+        left_out["host ran other jobs at once"] += len(shared)
+        candidate = [row for row in candidate if not row.get("shared_host")]
+        baseline = [row for row in baseline if not row.get("shared_host")]
+        host = _main_host(candidate)
+        left_out["other host"] += sum(row.get("host") != host for row in candidate + baseline)
+        candidate = [row for row in candidate if row.get("host") == host]
+        baseline = [row for row in baseline if row.get("host") == host]
+    missing = sum(not isinstance(row.get(metric.name), (int, float)) for row in candidate + baseline)
+    left_out["target not reached" if "target" in metric.name else "no value"] += missing
+    by_pair = {row["pair"]: row for row in baseline if row.get("pair")}
+    pairs = [
+        (row[metric.name], by_pair[row["pair"]][metric.name])
+        for row in candidate
+        if row.get("pair") in by_pair
+        and isinstance(row.get(metric.name), (int, float))
+        and isinstance(by_pair[row["pair"]].get(metric.name), (int, float))
+    ]
+    values_c, values_b = _values(candidate, metric.name), _values(baseline, metric.name)
+    test, note = None, None
+    if len(pairs) >= 2:
+        test = stats.paired_test([c for c, _ in pairs], [b for _, b in pairs])
+        left_out["unpaired (paired test used)"] += len(values_c) + len(values_b) - 2 * len(pairs)
+    elif len(values_c) >= 2 and len(values_b) >= 2:
+        test = stats.welch_test(values_c, values_b)
+    else:
+        note = f"needs at least 2 seeds on each side (has {len(values_c)} and {len(values_b)})"
+    mean_c, sd_c = stats.mean_sd(values_c) if values_c else (None, None)
+    mean_b, sd_b = stats.mean_sd(values_b) if values_b else (None, None)
+    verdict = "inconclusive" if test is None else _verdict(test, metric, alpha)
+    if test is not None and test.p_value is None:
+        note = "no seed-to-seed variation to test against"
+    needed = None
+    if test is not None and verdict == "inconclusive":
+        needed = stats.seeds_needed(test.effect_size, alpha, paired=test.kind == "paired")
+        if needed is None and test.effect_size:
+            note = f"the observed effect would need more than {stats.MAX_SEEDS} seeds"
+    delta = test.delta if test else (mean_c - mean_b if values_c and values_b else None)
+    return MetricResult(
+        metric=metric.name,
+        lower_is_better=metric.lower_is_better,
+        test=test.kind if test else None,
+        n_candidate=test.n_candidate if test else len(values_c),
+        n_baseline=test.n_baseline if test else len(values_b),
+        mean_candidate=mean_c,
+        sd_candidate=sd_c,
+        mean_baseline=mean_b,
+        sd_baseline=sd_b,
+        delta=delta,
+        relative_delta=delta / mean_b if delta is not None and mean_b else None,
+        ci_low=test.ci_low if test else None,
+        ci_high=test.ci_high if test else None,
+        p_value=test.p_value if test else None,
+        verdict=verdict,
+        seeds_needed=needed,
+        left_out=dict(+left_out),
+        note=note,
+    )
+
+
+def _metric(name: str) -> Metric:
+    for metric in METRICS:
+        if metric.name == name:
+            return metric
+    raise GrugError(f"unknown metric '{name}'; use one of {', '.join(METRIC_NAMES)}")
+
+
+def compare(
+    archive: Archive,
+    candidate: str,
+    *,
+    against: str | None = None,
+    metrics: tuple[str, ...] = DEFAULT_METRICS,
+    alpha: float = DEFAULT_ALPHA,
+    steps: int | None = None,
+) -> Comparison:
+    if not 0 < alpha < 1:
+        raise GrugError(f"--alpha {alpha} must be between 0 and 1, e.g. 0.01")
+    chosen = [_metric(name) for name in metrics]
+    baseline = against or archive.starter
+    if baseline == candidate:
+        raise GrugError(f"'{candidate}' is its own baseline; name another with --against")
+    rows_c, steps, excluded_c = usable_rows(archive, candidate, steps)
+    rows_b, _, excluded_b = usable_rows(archive, baseline, steps)
+    return Comparison(
+        candidate=candidate,
+        baseline=baseline,
+        alpha=alpha,
+        steps=steps,
+        rows_candidate=len(rows_c),
+        rows_baseline=len(rows_b),
+        excluded_candidate=dict(excluded_c),
+        excluded_baseline=dict(excluded_b),
+        metrics=tuple(compare_metric(rows_c, rows_b, metric, alpha) for metric in chosen),
+    )
+
+
+def compare_all(
+    archive: Archive,
+    candidates: list[str],
+    *,
+    against: str | None = None,
+    metrics: tuple[str, ...] = DEFAULT_METRICS,
+    alpha: float = DEFAULT_ALPHA,
+    steps: int | None = None,
+) -> list[Comparison]:
+    for entry_id in [*candidates, *([against] if against else [])]:
+        get_entry(archive, entry_id)
+    return [
+        compare(archive, c, against=against, metrics=metrics, alpha=alpha, steps=steps) for c in candidates
+    ]
+
+
+def as_json(comparisons: list[Comparison]) -> list[dict]:
+    return [asdict(c) for c in comparisons]
+
+
+def evidence_for_promotion(archive: Archive, entry_id: str, alpha: float = DEFAULT_ALPHA) -> Comparison:
+    """The comparison promote shows and judges by: the speedrun metric against the starter."""
+    metrics = (SPEEDRUN_METRIC, "steps_to_target")
+    return compare(archive, entry_id, metrics=metrics, alpha=alpha)

@@ -1,0 +1,131 @@
+"""Renders compare.Comparison lists as an aligned text table, Markdown for a PR comment, or an HTML
+table for `grugctl plot`'s page. Returns strings; never prints."""
+
+from __future__ import annotations
+
+import html
+
+from grugctl.compare import Comparison, MetricResult
+
+HEADERS = ("metric", "n", "candidate", "baseline", "delta", "95% CI", "p", "verdict")
+_ANSI = {"better": "32", "worse": "31", "inconclusive": "33"}
+
+
+def number(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    if abs(x) >= 100:
+        return f"{x:.1f}"
+    if abs(x) >= 10:
+        return f"{x:.2f}"
+    return f"{x:.4f}"
+
+
+def p_text(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return "<1e-4" if p < 1e-4 else f"{p:.2g}"
+
+
+def _mean_sd(mean: float | None, sd: float | None) -> str:
+    if mean is None:
+        return "-"
+    return number(mean) if sd is None else f"{number(mean)} ± {number(sd)}"
+
+
+def _delta(m: MetricResult) -> str:
+    if m.delta is None:
+        return "-"
+    sign = "+" if m.delta > 0 else ""
+    rel = f" ({m.relative_delta:+.1%})" if m.relative_delta is not None else ""
+    return f"{sign}{number(m.delta)}{rel}"
+
+
+def _verdict(m: MetricResult) -> str:
+    arrow = "lower is better" if m.lower_is_better else "higher is better"
+    text = m.verdict if m.verdict != "inconclusive" else "inconclusive"
+    if m.seeds_needed is not None:
+        more = max(m.seeds_needed - min(m.n_candidate, m.n_baseline), 0)
+        unit = "pairs" if m.test == "paired" else "seeds per side"
+        text += f" (~{m.seeds_needed} {unit} would find this effect: {more} more)"
+    elif m.note:
+        text += f" ({m.note})"
+    return f"{text}; {arrow}"
+
+
+def cells(m: MetricResult) -> list[str]:
+    ci = "-" if m.ci_low is None else f"[{number(m.ci_low)}, {number(m.ci_high)}]"
+    n = f"{m.n_candidate}/{m.n_baseline}" + (" paired" if m.test == "paired" else "")
+    return [
+        m.metric, n, _mean_sd(m.mean_candidate, m.sd_candidate), _mean_sd(m.mean_baseline, m.sd_baseline),
+        _delta(m), ci, p_text(m.p_value), _verdict(m),
+    ]  # fmt: skip
+
+
+def _left_out(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {why}" for why, n in counts.items()) or "none"
+
+
+def heading(c: Comparison) -> str:
+    steps = f" at {c.steps} steps" if c.steps is not None else ""
+    return f"{c.candidate} vs {c.baseline}{steps} (alpha {c.alpha:g})"
+
+
+def footnotes(c: Comparison) -> list[str]:
+    lines = [
+        f"rows used: {c.rows_candidate} of {c.candidate}, {c.rows_baseline} of {c.baseline}",
+        f"left out of {c.candidate}: {_left_out(c.excluded_candidate)}",
+        f"left out of {c.baseline}: {_left_out(c.excluded_baseline)}",
+    ]
+    for m in c.metrics:
+        if m.left_out:
+            lines.append(f"{m.metric}: also left out {_left_out(m.left_out)}")
+    return lines
+
+
+def text(comparisons: list[Comparison], color: bool = False) -> str:
+    """Aligned columns, whole lines (never cut), colour only when asked."""
+    out = []
+    for c in comparisons:
+        rows = [list(HEADERS), *(cells(m) for m in c.metrics)]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(HEADERS))]
+        out.append(heading(c))
+        for number_, row in enumerate(rows):
+            line = "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=False))
+            verdict = row[-1]
+            if color and number_ > 0:
+                verdict = f"\x1b[{_ANSI[c.metrics[number_ - 1].verdict]}m{verdict}\x1b[0m"
+            out.append(f"  {line}  {verdict}")
+        out.extend(f"  {line}" for line in footnotes(c))
+        out.append("")
+    return "\n".join(out)
+
+
+def markdown(comparisons: list[Comparison]) -> str:
+    out = []
+    for c in comparisons:
+        out.append(f"**{heading(c)}**\n")
+        out.append("| " + " | ".join(HEADERS) + " |")
+        out.append("|" + " --- |" * len(HEADERS))
+        for m in c.metrics:
+            out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells(m)) + " |")
+        out.append("")
+        out.extend(f"- {line}" for line in footnotes(c))
+        out.append("")
+    return "\n".join(out)
+
+
+def html_table(comparisons: list[Comparison]) -> str:
+    out = []
+    for c in comparisons:
+        out.append(f"<h2>{html.escape(heading(c))}</h2>\n<table>")
+        out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in HEADERS) + "</tr>")
+        for m in c.metrics:
+            row = "".join(f"<td>{html.escape(cell)}</td>" for cell in cells(m))
+            out.append(f'<tr class="{m.verdict}">{row}</tr>')
+        out.append("</table>\n<ul>")
+        out.extend(f"<li>{html.escape(line)}</li>" for line in footnotes(c))
+        out.append("</ul>")
+    return "\n".join(out)

@@ -1,0 +1,152 @@
+"""`grugctl compare`: its statistics against scipy computed here from fixed per-seed numbers, the paired
+and the Welch case, and the rows it must leave out (smoke, other config, other code, other host)."""
+
+import json
+import math
+
+import pytest
+from scipy import stats as scipy_stats
+from test_diff import _invoke, make_repo, new_experiment
+
+from grugctl import archive, records, stats
+
+STARTER = "grugformer-starter"
+IDEA = "relu-squared"
+
+
+def code_of(root, entry_id):
+    entry = archive.load_archive(root / "archive.yaml").experiments[entry_id]
+    return records.code_id(root, entry.path)[:12]
+
+
+def add_rows(root, entry_id, values, *, pair=None, steps=200, host="host-a", config="cfg-1", **extra):
+    """Summary rows as `grugctl run` writes them (records are not needed by compare)."""
+    code = code_of(root, entry_id)
+    for seed, value in enumerate(values):
+        row = {
+            "seed": seed, "steps": steps, "val_bpb": value, "val_loss": value * math.log(2),
+            "steps_to_target": None, "time_to_target_s": None, "tokens_per_s": 5000 + seed,
+            "code": code, "config": config, "host": host, "record": f"runs/{entry_id}/x-seed{seed}.json",
+        }  # fmt: skip
+        if pair is not None:
+            row["pair"] = f"{pair}-seed{seed}"
+        row.update(extra)
+        archive.append_result(root / "archive.yaml", entry_id, row)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    root = make_repo(tmp_path_factory.mktemp("compare"))
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    return root
+
+
+def compare_json(root, *args):
+    result = _invoke(root, ["compare", IDEA, "--json", *args])
+    assert result.exit_code == 0, result.output
+    (comparison,) = json.loads(result.stdout)
+    return comparison
+
+
+CANDIDATE = [2.801, 2.795, 2.812, 2.790, 2.805]
+BASELINE = [2.850, 2.861, 2.842, 2.855, 2.848]
+
+
+def test_paired_seeds_use_the_paired_t_test(tmp_path):
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    add_rows(root, STARTER, BASELINE, pair="s1")
+    add_rows(root, IDEA, CANDIDATE, pair="s1")
+    (m,) = compare_json(root, "--metric", "val_bpb")["metrics"]
+    diffs = [c - b for c, b in zip(CANDIDATE, BASELINE, strict=True)]
+    mean, sd = sum(diffs) / 5, math.sqrt(sum((d - sum(diffs) / 5) ** 2 for d in diffs) / 4)
+    half = scipy_stats.t.ppf(0.975, 4) * sd / math.sqrt(5)
+    assert m["test"] == "paired" and m["n_candidate"] == m["n_baseline"] == 5
+    assert m["delta"] == pytest.approx(mean) and m["ci_low"] == pytest.approx(mean - half)
+    assert m["ci_high"] == pytest.approx(mean + half)
+    assert m["p_value"] == pytest.approx(scipy_stats.ttest_rel(CANDIDATE, BASELINE).pvalue)
+    assert m["p_value"] < 0.01 and m["verdict"] == "better"
+    assert m["relative_delta"] == pytest.approx(mean / (sum(BASELINE) / 5))
+
+
+def test_unpaired_rows_use_welch_and_an_inconclusive_result_says_how_many_seeds(tmp_path):
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    baseline = [2.850, 2.830, 2.870, 2.845]
+    candidate = [2.840, 2.822, 2.861, 2.850, 2.829]
+    add_rows(root, STARTER, baseline)
+    add_rows(root, IDEA, candidate)
+    (m,) = compare_json(root, "--metric", "val_bpb")["metrics"]
+    welch = scipy_stats.ttest_ind(candidate, baseline, equal_var=False)
+    assert m["test"] == "welch" and (m["n_candidate"], m["n_baseline"]) == (5, 4)
+    assert m["p_value"] == pytest.approx(welch.pvalue)
+    vc, vb = (scipy_stats.tvar(candidate) / 5, scipy_stats.tvar(baseline) / 4)
+    df = (vc + vb) ** 2 / (vc**2 / 4 + vb**2 / 3)
+    half = scipy_stats.t.ppf(0.975, df) * math.sqrt(vc + vb)
+    delta = sum(candidate) / 5 - sum(baseline) / 4
+    assert m["ci_low"] == pytest.approx(delta - half) and m["ci_high"] == pytest.approx(delta + half)
+    assert m["verdict"] == "inconclusive"
+    # The seeds the observed effect needs: enough for power 0.8, and one fewer is not enough.
+    d = delta / math.sqrt((scipy_stats.tvar(candidate) + scipy_stats.tvar(baseline)) / 2)
+    n = m["seeds_needed"]
+    assert n > 5 and stats.power(d, n, 0.01, paired=False) >= 0.8 > stats.power(d, n - 1, 0.01, paired=False)
+
+
+def test_power_matches_a_known_value():
+    # Two-sample t-test, d = 1, 17 per group, alpha 0.05: the textbook power is ~0.807.
+    assert stats.power(1.0, 17, 0.05, paired=False) == pytest.approx(0.807, abs=0.005)
+    assert stats.detectable_effect(17, 0.05, paired=False) == pytest.approx(1.0, abs=0.02)
+
+
+def test_rows_that_must_not_be_mixed_are_left_out_and_counted(tmp_path):
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    add_rows(root, STARTER, BASELINE)
+    add_rows(root, IDEA, CANDIDATE[:3], host="host-b")  # a second machine: no wall-time comparison
+    add_rows(root, IDEA, CANDIDATE)
+    add_rows(root, IDEA, [2.5], smoke=True)
+    add_rows(root, IDEA, [2.4, 2.41], config="cfg-other", steps=200)
+    add_rows(root, IDEA, [2.3], steps=450)
+    add_rows(root, IDEA, [2.3, 2.31], config="cfg-1")
+    # A row of code that is not the current file.
+    stale = {"seed": 9, "steps": 200, "val_bpb": 1.0, "code": "0" * 12, "config": "cfg-1"}
+    archive.append_result(root / "archive.yaml", IDEA, stale)
+    # The newest row (cfg-1, 200 steps) decides the step count and config.
+    comparison = compare_json(root, "--metric", "val_bpb", "--metric", "tokens_per_s")
+    assert comparison["steps"] == 200
+    assert comparison["excluded_candidate"] == {
+        "smoke run": 1, "other code than the current file": 1, "other step count": 1, "other config": 2,
+    }  # fmt: skip
+    assert comparison["rows_candidate"] == 3 + 5 + 2
+    val_bpb, tokens_per_s = comparison["metrics"]
+    assert val_bpb["n_candidate"] == 10 and not val_bpb["left_out"]
+    assert tokens_per_s["n_candidate"] == 7 and tokens_per_s["left_out"] == {"other host": 3}
+
+
+def test_too_few_seeds_is_inconclusive_and_says_so(repo):
+    result = _invoke(repo, ["compare", IDEA])
+    assert result.exit_code == 0, result.output
+    assert "needs at least 2 seeds on each side" in result.stdout and "inconclusive" in result.stdout
+
+
+def test_bad_input_is_one_sentence_and_exit_2(repo):
+    for args, words in [
+        (["compare", "relu-squard"], "did you mean 'relu-squared'"),
+        (["compare", IDEA, "--metric", "val_bpbb"], "unknown metric 'val_bpbb'"),
+        (["compare", IDEA, "--alpha", "2"], "must be between 0 and 1"),
+        (["compare", STARTER], "is its own baseline"),
+    ]:
+        result = _invoke(repo, args)
+        assert result.exit_code == 2 and words in result.output, (args, result.output)
+
+
+def test_markdown_and_text_tables(tmp_path):
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    add_rows(root, STARTER, BASELINE, pair="s1")
+    add_rows(root, IDEA, CANDIDATE, pair="s1")
+    md = _invoke(root, ["compare", IDEA, "--md", "--metric", "val_bpb"]).stdout
+    assert "| metric | n | candidate | baseline |" in md and "| val_bpb | 5/5 paired |" in md
+    text = _invoke(root, ["compare", IDEA]).stdout
+    assert "relu-squared vs grugformer-starter at 200 steps (alpha 0.01)" in text
+    assert "better" in text and "\x1b[" not in text  # piped: no colour
