@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from grugctl import records
+from grugctl import hostjobs, records
 from grugctl.archive import Archive, append_result, get_entry
 from grugctl.errors import CHECK_FAILED, GrugError
 from grugctl.results import RESULT_KEYS
@@ -86,11 +86,15 @@ def plan_jobs(
     return jobs
 
 
-def child_command(file: Path, out: Path, *, seed: int, steps: int | None, smoke: bool) -> list[str]:
-    command = [sys.executable, str(file), "--seed", str(seed), "--out", str(out)]
-    if steps is not None:
-        command += ["--steps", str(steps)]
-    return command + (["--smoke"] if smoke else [])
+def child_options(*, steps: int | None, smoke: bool, mesh: str | None) -> list[str]:
+    """The experiment file's flags that every seed shares (--seed and --out are per run)."""
+    options = [] if steps is None else ["--steps", str(steps)]
+    options += ["--mesh", mesh] if mesh else []
+    return options + (["--smoke"] if smoke else [])
+
+
+def child_command(file: Path, out: Path, *, seed: int, options: list[str]) -> list[str]:
+    return [sys.executable, str(file), "--seed", str(seed), "--out", str(out), *options]
 
 
 def run_child(command: list[str], cwd: Path, entry_id: str) -> int:
@@ -114,20 +118,27 @@ def read_results(path: Path, entry_id: str) -> dict:
     except (OSError, ValueError) as error:
         message = f"'{entry_id}' exited 0 but its results file {path} is unreadable ({error})"
         raise GrugError(message, CHECK_FAILED) from None
+    return checked_results(results, entry_id, str(path))
+
+
+def checked_results(results: dict, entry_id: str, where: str) -> dict:
     missing = [key for key in RESULT_KEYS if key not in results]
     if missing:
-        message = f"'{entry_id}' wrote {path} without the keys {', '.join(missing)}; nothing recorded"
+        message = f"'{entry_id}' wrote {where} without the keys {', '.join(missing)}; nothing recorded"
         raise GrugError(message, CHECK_FAILED)
     return results
 
 
 def record_run(archive: Archive, entry_id: str, record: dict) -> dict:
     """Write the record, then its archive row; if the row cannot be written the record goes too, so a
-    row never points at nothing and no record lies around unlisted."""
+    row never points at nothing and no record lies around unlisted. Failed runs get their own name, so
+    a retry within the same second does not collide with its failed attempt."""
     from grugctl.lifecycle import write_bytes
 
-    path = records.record_path(entry_id, record["seed"])
-    row = records.summary_row(record, path)
+    failed = record.get("status") == "failed"
+    suffix = f"-failed{record['attempt']}" if failed else ""
+    path = records.record_path(entry_id, record["seed"], suffix=suffix)
+    row = records.failure_row(record, path) if failed else records.summary_row(record, path)
     target = archive.root / path
     if target.exists():  # two runs of one seed within a second
         raise GrugError(f"{path} already exists; wait a second and run again")
@@ -140,12 +151,16 @@ def record_run(archive: Archive, entry_id: str, record: dict) -> dict:
     return row
 
 
-def run_job(archive: Archive, job: Job, *, steps: int | None, smoke: bool, record: bool) -> Finished:
+def run_job(archive: Archive, job: Job, *, options: list[str], record: bool) -> Finished:
     entry = runnable_entry(archive, job.entry_id)
     source = records.provenance(archive.root, entry.path, archive.core)
     out = scratch_path(archive, job.entry_id, job.seed)
-    command = child_command(archive.root / entry.path, out, seed=job.seed, steps=steps, smoke=smoke)
-    code = run_child(command, archive.root, job.entry_id)
+    command = child_command(archive.root / entry.path, out, seed=job.seed, options=options)
+    marker = hostjobs.start_job(f"{job.entry_id} seed {job.seed}")
+    try:
+        code = run_child(command, archive.root, job.entry_id)
+    finally:
+        shared_host = hostjobs.finish_job(marker)
     if code != 0:
         exit_code = code if code == 2 else CHECK_FAILED
         raise GrugError(
@@ -153,7 +168,7 @@ def run_job(archive: Archive, job: Job, *, steps: int | None, smoke: bool, recor
             exit_code,
         )
     built = records.build_record(
-        read_results(out, job.entry_id), source, entry_id=job.entry_id, pair=job.pair
+        read_results(out, job.entry_id), source, entry_id=job.entry_id, pair=job.pair, shared_host=shared_host
     )
     if record:
         return Finished(job.entry_id, record_run(archive, job.entry_id, built), True)
@@ -170,16 +185,18 @@ def run_experiments(
     record: bool | None = None,
     paired: bool = False,
     against: str | None = None,
+    mesh: str | None = None,
     on_finished=None,
 ) -> list[Finished]:
     """Run every job in order, recording each as soon as it succeeds; a failure stops the rest (what
     finished stays recorded). Smoke runs are recorded only when asked (`record=True`)."""
     record = not smoke if record is None else record
     jobs = plan_jobs(archive, entry_ids, seeds, paired=paired, against=against)
+    options = child_options(steps=steps, smoke=smoke, mesh=mesh)
     finished: list[Finished] = []
     for job in jobs:
         try:
-            done = run_job(archive, job, steps=steps, smoke=smoke, record=record)
+            done = run_job(archive, job, options=options, record=record)
         except GrugError as error:
             if finished and any(f.recorded for f in finished):
                 error.args = (f"{error.args[0]}; {len(finished)} earlier run(s) were recorded",)
