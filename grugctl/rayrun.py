@@ -10,6 +10,7 @@ go on. Ctrl-C cancels what is still running; what finished stays recorded. Ray i
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from grugctl import records
@@ -60,6 +61,11 @@ def refuse_dirty_tree(archive: Archive) -> None:
 
 
 def start_ray(archive: Archive, options: RayOptions):
+    if options.address is None:
+        # On Linux Ray swaps 127.0.0.1 for the machine's routable address unless told it is not forming
+        # a multi-machine cluster; this switch keeps every process of the local instance on loopback.
+        # It is read when ray is imported, so it is set first.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
     except ImportError:
