@@ -8,7 +8,7 @@ workers and bringing results back. Cluster start-up is timed apart (it is paid o
 A second Ray pass with one CPU per task shows the wall time when tasks share the machine.
 
     python bench/ray_runs.py           # 8 runs each way; target: overhead <= 2 s a task
-    python bench/ray_runs.py --quick   # 2 runs each way, one-at-a-time Ray pass only
+    python bench/ray_runs.py --quick   # 1 run each way, one-at-a-time Ray pass only
 """
 
 from __future__ import annotations
@@ -46,10 +46,10 @@ def timed_grugctl(root: Path, *args: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 runs each way, one Ray pass")
+    parser.add_argument("--quick", action="store_true", help="1 run each way, one Ray pass")
     parser.add_argument("--runs", type=int, default=8)
     args = parser.parse_args()
-    runs = 2 if args.quick else args.runs
+    runs = 1 if args.quick else args.runs
     cores = os.cpu_count() or 1
     smoke = ["run", "grugformer-starter", "--smoke", "--no-record", "--seeds", str(runs)]
 

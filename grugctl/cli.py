@@ -643,6 +643,13 @@ def run_command(
         seeds=list(range(seed, seed + seeds)), steps=steps, smoke=smoke, record=record, paired=paired,
         against=against, mesh=mesh, on_finished=show,
     )  # fmt: skip
+    ray_only = {
+        "--retries": retries != 0, "--allow-dirty": allow_dirty, "--cpus-per-run": cpus_per_run != 1.0,
+        "--gpus-per-run": gpus_per_run != 0.0,
+    }  # fmt: skip
+    if not (ray or ray_address) and any(ray_only.values()):
+        given = ", ".join(name for name, used in ray_only.items() if used)
+        raise fail(f"{given} only apply to Ray runs; add --ray (or --ray-address ADDRESS)")
     if ray or ray_address:
         from grugctl import rayrun
 

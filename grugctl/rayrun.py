@@ -79,7 +79,7 @@ def start_ray(archive: Archive, options: RayOptions):
             ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, **common)
         else:
             ray.init(address=options.address, **common)
-    except (ConnectionError, ValueError, RuntimeError) as error:
+    except Exception as error:  # ConnectionError, ValueError, RaySystemError...: one sentence for all
         where = options.address or "a local instance"
         raise GrugError(f"cannot start Ray on {where} ({error}); check the address or `ray status`") from None
     return ray

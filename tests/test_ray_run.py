@@ -3,9 +3,11 @@ the end; grugctl runs as its own process and joins it with --ray-address, as it 
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -57,6 +59,18 @@ def grugctl(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(GRUGCTL), *args], cwd=root, capture_output=True, text=True, timeout=600, env=os.environ.copy()
     )
+
+
+def training_children(process) -> list:
+    """Descendants of `process` that run an experiment file (processes may exit while we look)."""
+    found = []
+    for child in process.children(recursive=True):
+        try:
+            if any("grugformer_speedrun.py" in part for part in child.cmdline()):
+                found.append(child.pid)
+        except psutil.Error:
+            continue
+    return found
 
 
 def rows(root: Path, entry_id: str) -> list[dict]:
@@ -129,3 +143,39 @@ def test_commands_other_than_run_ray_import_neither_ray_nor_jax(tmp_path):
     result = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
+
+
+def test_ray_options_without_ray_are_refused(tmp_path):
+    root = make_repo(tmp_path)
+    result = _invoke(root, ["run", STARTER, "--smoke", "--retries", "2", "--allow-dirty"])
+    assert result.exit_code == 2
+    assert "--retries, --allow-dirty only apply to Ray runs; add --ray" in result.output
+
+
+def test_ctrl_c_cancels_the_running_tasks_and_keeps_what_finished(tmp_path, ray_address):
+    root = make_repo(tmp_path)
+    log = (tmp_path / "driver.log").open("w")
+    # Two CPUs a task on a two-CPU instance: the three seeds run one after another.
+    args = ["run", STARTER, "--smoke", "--record", "--seeds", "3", "--cpus-per-run", "2"]
+    driver = subprocess.Popen(
+        [str(GRUGCTL), *args, "--ray-address", ray_address], cwd=root, stdout=subprocess.PIPE, stderr=log,
+        text=True,
+    )  # fmt: skip
+    first = driver.stdout.readline()  # printed when the first seed's record has landed
+    assert "recorded in runs/grugformer-starter/" in first, first
+    driver.send_signal(signal.SIGINT)
+    assert driver.wait(timeout=120) == 130
+    log.close()
+    assert (
+        "interrupted: 1 run(s) finished and were recorded, 2 cancelled"
+        in (tmp_path / "driver.log").read_text()
+    )
+    landed = rows(root, STARTER)[-1]
+    assert landed["record"] in first and (root / landed["record"]).is_file()
+    assert len([row for row in rows(root, STARTER) if row.get("smoke")]) == 1
+    # The cancelled task took its training child down with it.
+    children = lambda: training_children(psutil.Process())
+    deadline = time.time() + 30
+    while children() and time.time() < deadline:
+        time.sleep(0.5)
+    assert not children()

@@ -7,7 +7,7 @@ train loop below calls these copies, so an edit stays local and `grugctl diff` s
 
 Run:  grugctl run grugformer-starter        (records results in archive.yaml)
       python experiments/speedrun/grugformer_starter/grugformer_speedrun.py [--steps N] [--seed S]
-          [--out results.json] [--smoke] [--data DIR] [--mesh data=D,model=M]
+          [--out results.json] [--smoke] [--data DIR] [--mesh data=D,model=M] [--distributed]
 Diff: grugctl diff grugformer-starter
 """
 
@@ -458,7 +458,17 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="device mesh, e.g. data=4,model=2 (default: every local device the batch splits over, on data)",
     )
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="multi-host: call jax.distributed.initialize() first (start this file once per host)",
+    )
     args = parser.parse_args(argv)
+    if args.distributed:
+        # On SLURM, Open MPI and Cloud TPU, JAX finds the coordinator and this process's id itself;
+        # elsewhere pass coordinator_address, num_processes and process_id here. jax.devices() then
+        # spans every host, and the default mesh with it.
+        jax.distributed.initialize()
 
     cfg = dataclasses.replace(SMOKE if args.smoke else SpeedrunConfig(), seed=args.seed)
     if args.steps is not None:
@@ -495,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     # By hand, full results go to the git-ignored scratch folder; `grugctl run` writes the tracked record.
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     out = args.out or Path("runs") / ".scratch" / experiment_id / f"{stamp}-seed{cfg.seed}.json"
+    if jax.process_index() != 0:  # every host trained the same global run; one writes it
+        return 0
     write_json_atomically(out, results)
     reached = summary["time_to_target_s"]
     target = f"{reached:.1f} s" if reached is not None else "not reached"
