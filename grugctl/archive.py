@@ -40,7 +40,7 @@ STATUSES = ("active", "superseded", "deleted")
 BUCKETS = ("attention", "block", "mlp", "loss", "optimizer")
 FIELDS = (
     "path", "status", "bucket", "origin", "purpose", "base", "introduced", "last_known_good",
-    "superseded_by", "notes", "issue", "results",
+    "superseded_by", "notes", "issue", "waiver", "results",
 )  # fmt: skip
 REQUIRED = ("path", "status", "purpose")
 SHA_FIELDS = ("base", "introduced", "last_known_good")
@@ -73,6 +73,7 @@ class Entry:
     superseded_by: str | None = None
     notes: str | None = None
     issue: str | None = None
+    waiver: str | None = None  # why it was promoted without a significant win
     results: tuple = ()
 
 
@@ -155,7 +156,7 @@ def _results(value: Any) -> tuple:
 CHECKS: dict[str, Callable[[Any], Any]] = {
     "path": _repo_path, "status": _one_of(STATUSES), "bucket": _one_of(BUCKETS, " (or null)"), "origin": _id,
     "purpose": _purpose, "base": _sha, "introduced": _sha, "last_known_good": _sha,
-    "superseded_by": _superseded_by, "notes": _text, "issue": _text, "results": _results,
+    "superseded_by": _superseded_by, "notes": _text, "issue": _text, "waiver": _text, "results": _results,
 }  # fmt: skip
 
 

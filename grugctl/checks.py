@@ -142,6 +142,16 @@ def check_tree(archive: archive_mod.Archive, report: dict) -> CheckResult:
     return _result("tree", f"every file matches {archive.path.name}; none unregistered", problems)
 
 
+def check_records(archive: archive_mod.Archive) -> CheckResult:
+    """Every results row points at a run record that exists, so a fresh clone can read what it claims."""
+    from grugctl import records
+
+    missing = records.missing_records(archive.root, archive.experiments.values())
+    problems = [f"{line} is missing; restore it from git or remove the row" for line in missing]
+    rows = sum(len(entry.results) for entry in archive.experiments.values())
+    return _result("records", f"all {plural(rows, 'result row')} have their run record", problems)
+
+
 def unfilled_shas(archive: archive_mod.Archive) -> bool:
     """Whether any entry lacks a SHA that resolve fills (introduced; last_known_good when not active)."""
     return any(
@@ -664,6 +674,7 @@ def run_checks(
         report = archive_mod.status_report(archive)
         emit(check_schema(archive, report))
         emit(check_tree(archive, report))
+        emit(check_records(archive))
         emit(check_git(archive, report, filled))
         analysis = analyse_experiments(archive)
         emit(check_contracts(analysis))

@@ -99,12 +99,27 @@ def _status_line(cells: list[str], widths: list[int], styles: list[str | None]) 
     return line
 
 
+def _figure(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _delta_cell(row: dict) -> str:
+    if row["delta_val_bpb"] is None:
+        return "-"
+    return f"{row['delta_val_bpb']:+.4f} {row['verdict']}"
+
+
 def _status_table(report: dict) -> None:
-    headers = ["id", "status", "bucket", "file", "introduced", "last known-good", "purpose"]
+    headers = [
+        "id", "status", "bucket", "file", "introduced", "last known-good", "seeds", "val_bpb",
+        "steps→target", "Δ bpb vs starter", "purpose",
+    ]  # fmt: skip
     rows = [
         [
             r["id"], r["status"], r["bucket"] or "-", "yes" if r["file_present"] else "missing",
-            r["introduced"] or "-", r["last_known_good"] or "-", r["purpose"],
+            r["introduced"] or "-", r["last_known_good"] or "-", str(r["seeds"]),
+            _figure(r["mean_val_bpb"], 4), _figure(r["mean_steps_to_target"], 0), _delta_cell(r),
+            r["purpose"],
         ]
         for r in report["experiments"]
     ]  # fmt: skip
@@ -119,7 +134,16 @@ def _status_table(report: dict) -> None:
     widths[-1] = min(widths[-1], max(10, out.width - sum(widths[:-1]) - 2 * (len(widths) - 1)))
     lines = [_status_line(headers, widths, ["bold"] * len(headers))]
     for row in rows:
-        styles = [None, STATUS_STYLE[row[1]], None, "red" if row[3] == "missing" else None, None, None, None]
+        verdict = {"better": "green", "worse": "red"}.get(row[9].split(" ")[-1])
+        styles = [
+            None,
+            STATUS_STYLE[row[1]],
+            None,
+            "red" if row[3] == "missing" else None,
+            *[None] * 5,
+            verdict,
+        ]
+        styles.append(None)
         lines.append(_status_line(row, widths, styles))
     out.print(Text("\n").join(lines))
 
@@ -148,21 +172,29 @@ def archive_status(
     bucket: str | None = typer.Option(
         None, "--bucket", help="Only show: attention, block, mlp, loss, optimizer or none."
     ),
+    sort_by: str = typer.Option(
+        "archive", "--sort-by", help="archive (file order), val_bpb, steps_to_target, delta or seeds."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the same facts as JSON on stdout."),
     archive_path: ArchiveOption = None,
 ) -> None:
-    """List experiments with their provenance, and warn about anything inconsistent.
+    """List experiments with their provenance and results, and warn about anything inconsistent.
 
-    Warns about missing files, experiment files no entry names, deleted entries whose file still
-    exists, and SHAs git does not know.
+    The leaderboard columns count the seeds of each experiment's current code and give its mean val
+    bits per byte, mean steps to the target, and the delta in bits per byte against the starter with
+    the verdict of `grugctl compare` (alpha 0.01). Warns about missing files, experiment files no
+    entry names, deleted entries whose file still exists, and SHAs git does not know.
 
-    Example: grugctl archive status --status active --bucket attention
+    Example: grugctl archive status --status active --sort-by val_bpb
     """
-    from grugctl import archive
+    from grugctl import archive, compare
 
     def report() -> dict:
         loaded = archive.load_archive(archive.find_archive(None, archive_path))
-        return archive.status_report(loaded, status=status, bucket=bucket)
+        data = archive.status_report(loaded, status=status, bucket=bucket)
+        board = compare.leaderboard(loaded, [row["id"] for row in data["experiments"]])
+        rows = [row | board[row["id"]] for row in data["experiments"]]
+        return data | {"experiments": compare.sort_rows(rows, sort_by)}
 
     data = guarded(report)
     if as_json:
@@ -438,6 +470,15 @@ def _render_promote_plan(plan, dry_run: bool) -> None:
         _say()
         sys.stdout.write(plan.core_diff)
         sys.stdout.flush()
+    from grugctl import comparerender
+
+    _say()
+    _say("evidence (the speedrun metric against the starter; `grugctl compare` shows more):")
+    sys.stdout.write(
+        comparerender.text([plan.evidence], color=out.is_terminal and not os.environ.get("NO_COLOR"))
+    )
+    if plan.waiver is not None:
+        _say(f"waived: {plan.waiver} (recorded in archive.yaml as the entry's waiver)")
 
 
 def _render_promoted(plan, outcome) -> None:
@@ -471,13 +512,19 @@ def promote(
     delete_after: bool = typer.Option(False, "--delete", help="Also remove the experiment's folder."),
     commit: bool = typer.Option(False, "--commit", help="Commit on a new branch promote/ID."),
     allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Proceed with uncommitted changes."),
+    waive: str | None = typer.Option(
+        None, "--waive", help="Promote without a significant win, recording this reason (e.g. systems-only)."
+    ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     archive_path: ArchiveOption = None,
 ) -> None:
     """Splice an experiment's changed definitions into grug_core and the starter, behind a test gate.
 
-    The gate runs the core tests and the starter's --smoke run; if anything fails (or you press
-    Ctrl-C) every touched file is restored byte for byte and the command exits 1.
+    First the evidence: promote refuses (exit 1) unless the experiment's recorded runs are
+    significantly better than the starter's on val_bpb at alpha 0.01 (`grugctl compare`); --waive
+    "REASON" promotes anyway and records the reason. The gate runs the core tests and the starter's
+    --smoke run; if anything fails (or you press Ctrl-C) every touched file is restored byte for byte
+    and the command exits 1.
 
     Example: grugctl promote relu-squared --dry-run
     """
@@ -488,10 +535,11 @@ def promote(
     plan = guarded(
         lambda: promoting.plan_promote(
             archive, experiment_id, only=names, bucket=bucket, allow_dirty=allow_dirty,
-            delete=delete_after, commit=commit,
+            delete=delete_after, commit=commit, waiver=waive,
         )
     )  # fmt: skip
     _render_promote_plan(plan, dry_run)
+    guarded(lambda: promoting.check_evidence(plan))
     if dry_run:
         return
     _confirm(f"Promote {', '.join(plan.names)} from {plan.id} into the core?", yes)
@@ -712,6 +760,38 @@ def compare_command(
     else:
         color = out.is_terminal and not os.environ.get("NO_COLOR")
         sys.stdout.write(comparerender.text(comparisons, color=color))
+
+
+@app.command("plot")
+def plot_command(
+    entry_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="The experiment(s) to draw.")],
+    metric: str = typer.Option("val_bpb", "--metric", help="val_bpb, val_loss or train_loss."),
+    x_axis: str = typer.Option("step", "--x", help="step, tokens or time (training seconds)."),
+    out_path: Annotated[
+        Path, typer.Option("--out", help="curves.png, or curves.html (the PNG and the compare table).")
+    ] = Path("curves.png"),
+    steps: int | None = typer.Option(None, "--steps", help="Draw runs of this length (default: newest)."),
+    against: str | None = typer.Option(
+        None, "--against", help="The HTML table's baseline (default: starter)."
+    ),
+    archive_path: ArchiveOption = None,
+) -> None:
+    """Draw loss curves from run records: a mean curve per experiment, a band over its seeds, the target.
+
+    Uses the runs `grugctl compare` would use (current code, one step count and config, no smoke runs).
+
+    Example: grugctl plot relu-squared grugformer-starter --out curves.html
+    """
+    from grugctl import plot
+
+    archive = _load_archive(archive_path)
+    curves = guarded(
+        lambda: plot.write_plot(
+            archive, entry_ids, out_path, metric=metric, x_axis=x_axis, steps=steps, against=against
+        )
+    )
+    drawn = ", ".join(f"{c.entry_id} ({c.seeds} seed{'s' * (c.seeds != 1)})" for c in curves)
+    err.print(f"wrote {out_path}: {drawn}", markup=False, highlight=False)
 
 
 # ---------------------------------------------------------------- grugctl check

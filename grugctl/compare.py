@@ -252,3 +252,45 @@ def evidence_for_promotion(archive: Archive, entry_id: str, alpha: float = DEFAU
     """The comparison promote shows and judges by: the speedrun metric against the starter."""
     metrics = (SPEEDRUN_METRIC, "steps_to_target")
     return compare(archive, entry_id, metrics=metrics, alpha=alpha)
+
+
+LEADERBOARD_SORTS = ("archive", "val_bpb", "steps_to_target", "delta", "seeds")
+
+
+def leaderboard(archive: Archive, entry_ids: list[str], alpha: float = DEFAULT_ALPHA) -> dict[str, dict]:
+    """Per experiment: seeds of its current code, mean val bpb, mean steps to target, and the delta in
+    val bpb against the starter with its verdict. Entries without results cost nothing (no scipy)."""
+    board = {}
+    metric = _metric(SPEEDRUN_METRIC)
+    for entry_id in entry_ids:
+        entry = get_entry(archive, entry_id)
+        rows, steps, _ = usable_rows(archive, entry_id, None) if entry.results else ([], None, None)
+        bpb, to_target = _values(rows, "val_bpb"), _values(rows, "steps_to_target")
+        line = {
+            "seeds": len(rows),
+            "steps": steps,
+            "mean_val_bpb": sum(bpb) / len(bpb) if bpb else None,
+            "mean_steps_to_target": sum(to_target) / len(to_target) if to_target else None,
+            "delta_val_bpb": None,
+            "verdict": None,
+        }
+        if rows and entry_id != archive.starter and archive.starter in archive.experiments:
+            baseline, _, _ = usable_rows(archive, archive.starter, steps)
+            if baseline:
+                result = compare_metric(rows, baseline, metric, alpha)
+                line["delta_val_bpb"], line["verdict"] = result.delta, result.verdict
+        board[entry_id] = line
+    return board
+
+
+def sort_rows(rows: list[dict], sort_by: str) -> list[dict]:
+    """Best first; rows without the figure go last, in archive order."""
+    if sort_by not in LEADERBOARD_SORTS:
+        raise GrugError(f"--sort-by '{sort_by}' is not one of {', '.join(LEADERBOARD_SORTS)}")
+    if sort_by == "archive":
+        return rows
+    key = {"val_bpb": "mean_val_bpb", "steps_to_target": "mean_steps_to_target", "delta": "delta_val_bpb"}
+    if sort_by == "seeds":
+        return sorted(rows, key=lambda row: -row["seeds"])
+    field = key[sort_by]
+    return sorted(rows, key=lambda row: (row[field] is None, row[field] if row[field] is not None else 0))

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grugctl import archive as archive_mod
-from grugctl import codediff, gitinfo, lifecycle
+from grugctl import codediff, compare, gitinfo, lifecycle
+from grugctl.compare import Comparison
 from grugctl.errors import CHECK_FAILED, GrugError
 
 GATE_TESTS = ("tests/test_grugformer_*.py",)
@@ -93,6 +94,8 @@ class PromotePlan:
     commit: bool
     branch: str
     warnings: tuple[str, ...]
+    evidence: Comparison  # the experiment against the starter on the speedrun metric
+    waiver: str | None  # why it is promoted without a significant win (--waive)
 
 
 @dataclass(frozen=True)
@@ -549,8 +552,11 @@ def plan_promote(
     delete: bool = False,
     commit: bool = False,
     tests: Iterable[str] | None = None,
+    waiver: str | None = None,
 ) -> PromotePlan:
     """Everything promote would do, checked, without writing anything."""
+    if waiver is not None and not waiver.strip():
+        raise GrugError('--waive needs a reason, e.g. --waive "a systems-only change: same math, faster".')
     only = [n.strip() for n in only if n.strip()]
     if bucket is not None and bucket not in codediff.BUCKETS:
         raise GrugError(f"unknown bucket {bucket!r}; use one of {', '.join(codediff.BUCKETS)}.")
@@ -607,6 +613,8 @@ def plan_promote(
         commit=commit,
         branch=branch,
         warnings=tuple(warnings),
+        evidence=compare.evidence_for_promotion(archive, experiment_id),
+        waiver=waiver.strip() if waiver is not None else None,
     )
 
 
@@ -635,6 +643,21 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def check_evidence(plan: PromotePlan) -> None:
+    """Refuse a promotion that is not significantly better than the starter, unless waived."""
+    result = plan.evidence.metrics[0]
+    if plan.waiver is not None or result.verdict == "better":
+        return
+    p = "no p-value" if result.p_value is None else f"p = {result.p_value:.2g}"
+    seen = f"{result.verdict} ({p}, {result.n_candidate} vs {result.n_baseline} seeds)"
+    raise GrugError(
+        f"{plan.id} is not significantly better than {plan.evidence.baseline} on {result.metric} at alpha "
+        f"{plan.evidence.alpha:g}: {seen}; run `grugctl run {plan.id} --seeds 5 --paired` and `grugctl "
+        f'compare {plan.id}`, or pass --waive "REASON" for a change not meant to move the loss',
+        CHECK_FAILED,
+    )
+
+
 def _record(archive, plan: PromotePlan, superseded_by: str, first: bool) -> None:
     """The archive edit; `first` also moves the status and records last_known_good."""
 
@@ -647,6 +670,8 @@ def _record(archive, plan: PromotePlan, superseded_by: str, first: bool) -> None
             if plan.last_known_good:
                 archive_mod.put_field(node, "last_known_good", plan.last_known_good[: archive_mod.SHA_LEN])
         archive_mod.put_field(node, "superseded_by", superseded_by)
+        if first and plan.waiver is not None:
+            archive_mod.put_field(node, "waiver", plan.waiver)
 
     archive_mod.update_entries(archive.path, [plan.id], edit)
 

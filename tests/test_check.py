@@ -22,7 +22,7 @@ from grugctl.results import RESULT_KEYS
 REPO = Path(__file__).resolve().parents[1]
 IDEA = "gelu-mlp"
 SILU, GELU = "jax.nn.silu(", "jax.nn.gelu("
-STATIC = ("schema", "tree", "git", "contracts", "buckets", "drift", "lint", "smoke", "core tests")
+STATIC = ("schema", "tree", "records", "git", "contracts", "buckets", "drift", "lint", "smoke", "core tests")
 TINY_TEST = "tests/test_grugformer_tiny.py"
 
 
@@ -77,8 +77,8 @@ def test_clean_repo_passes_fast_with_one_line_per_check(repo: Path):
     assert result.exit_code == 0, result.stdout
     lines = result.stdout.splitlines()
     assert [line.split()[1] for line in lines[:-1]] == [n.split()[0] for n in STATIC]
-    assert [line.split()[0] for line in lines[:-1]] == ["ok"] * 7 + ["skip"] * 2
-    assert lines[-1] == "9 checks: 7 passed, 2 skipped"
+    assert [line.split()[0] for line in lines[:-1]] == ["ok"] * 8 + ["skip"] * 2
+    assert lines[-1] == "10 checks: 8 passed, 2 skipped"
     assert "2 active experiments" in result.stdout and "1 experiment compared" in result.stdout
 
 
@@ -136,6 +136,26 @@ def test_missing_file(repo: Path):
         f"{IDEA}: active file {experiment_file(repo, IDEA).relative_to(repo).as_posix()} is missing; "
         "restore it or set status deleted"
     )
+
+
+def test_records_travel_with_a_clone_and_a_missing_one_fails(repo: Path, tmp_path: Path):
+    from test_plot import record_seeds
+
+    record_seeds(repo, "grugformer-starter", 0.014, seeds=2)
+    record_seeds(repo, IDEA, 0.02, seeds=2)
+    commit_all(repo, "record runs")
+    clone = tmp_path / "clone"
+    git.Repo.clone_from(repo, clone)
+    code, results = check(clone)
+    assert code == 0 and results["records"]["message"] == "all 4 result rows have their run record"
+    compared = _invoke(clone, ["compare", IDEA, "--json", "--metric", "val_bpb"])
+    assert compared.exit_code == 0 and json.loads(compared.stdout)[0]["metrics"][0]["n_candidate"] == 2
+    assert _invoke(clone, ["plot", IDEA, "--out", str(tmp_path / "c.png")]).exit_code == 0
+    row = archive.load_archive(clone / "archive.yaml").experiments[IDEA].results[0]
+    (clone / row["record"]).unlink()
+    code, results = check(clone)
+    assert code == 1 and failing(results) == {"records"}
+    assert text_of(results["records"]).count(f"{IDEA}: {row['record']} is missing") == 1
 
 
 def test_unregistered_file(repo: Path):
@@ -340,5 +360,5 @@ def test_full_check_passes_on_a_clean_repo(tmp_path: Path, monkeypatch):
     assert lines["smoke"].startswith("ok    smoke       1 experiment completed --smoke with every result key")
     assert lines["core"].startswith("ok    core tests  pytest: 1 passed in ")
     assert f"(narrowed to {TINY_TEST})" in lines["core"]
-    assert result.stdout.splitlines()[-1] == "9 checks: 9 passed"
+    assert result.stdout.splitlines()[-1] == "10 checks: 10 passed"
     assert "smoke: grugformer-starter (1/1) ..." in result.stderr

@@ -166,3 +166,24 @@ def test_rows_of_a_shared_host_count_for_quality_but_not_for_wall_time(tmp_path)
     assert val_bpb["n_candidate"] == 7 and not val_bpb["left_out"]
     assert tokens_per_s["n_candidate"] == 5
     assert tokens_per_s["left_out"] == {"host ran other jobs at once": 2}
+
+
+def test_archive_status_is_a_leaderboard(tmp_path):
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    new_experiment(root, "worse-idea", "--bucket", "mlp")
+    add_rows(root, STARTER, BASELINE, pair="s1")
+    add_rows(root, IDEA, CANDIDATE, pair="s1")
+    worse = [v + 0.2 + e for v, e in zip(BASELINE, [0.01, -0.004, 0.003, 0.0, -0.006], strict=True)]
+    add_rows(root, "worse-idea", worse, pair="s1", steps_to_target=300.0)
+    result = _invoke(root, ["archive", "status", "--json", "--sort-by", "val_bpb"])
+    assert result.exit_code == 0, result.output
+    rows = {r["id"]: r for r in json.loads(result.stdout)["experiments"]}
+    order = [r["id"] for r in json.loads(result.stdout)["experiments"]]
+    assert order == [IDEA, STARTER, "worse-idea"]
+    assert rows[IDEA]["seeds"] == 5 and rows[IDEA]["mean_val_bpb"] == pytest.approx(sum(CANDIDATE) / 5)
+    assert rows[IDEA]["verdict"] == "better" and rows["worse-idea"]["verdict"] == "worse"
+    assert rows["worse-idea"]["mean_steps_to_target"] == 300.0
+    assert rows[STARTER]["delta_val_bpb"] is None and rows[STARTER]["seeds"] == 5
+    table = _invoke(root, ["archive", "status"]).stdout
+    assert "Δ bpb vs starter" in table and "better" in table and "worse" in table

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import git
 import pytest
 from repo_copy import commit_all, make_repo
 from test_diff import _invoke, edit_definition, experiment_file, starter_file, surface_edit
+from test_plot import record_seeds
 
 from grugctl import archive, codediff, promote
 
@@ -24,6 +26,8 @@ STARTER_ID = "grugformer-starter"
 IDEA = "gelu-mlp"
 SILU, GELU = "jax.nn.silu(", "jax.nn.gelu("  # the experiments' edit: the MLP's gate activation
 FAST_TEST = "tests/test_grugformer_fast_mlp.py"
+# These tests are about the mechanics; test_promote_evidence.py covers the results gate itself.
+WAIVE = ("--waive", "a test of the promotion mechanics")
 FAST_TEST_SOURCE = """\
 import jax
 import jax.numpy as jnp
@@ -246,7 +250,7 @@ def test_promote_commit_runs_the_full_gate_and_lands_exactly_mlp(repo, monkeypat
     core_before = {p.name: p.read_bytes() for p in (repo / "grug_core").glob("*.py")}
     starter_before = starter_file(repo).read_text()
 
-    result = _invoke(repo, ["promote", IDEA, "--yes", "--commit"])
+    result = _invoke(repo, ["promote", IDEA, "--yes", "--commit", *WAIVE])
     assert result.exit_code == 0, result.output
     assert "core tests passed" in result.stderr and "starter smoke run passed" in result.stderr
     assert "pytest tests/test_grugformer_" in result.stdout and "narrowed" not in result.stdout
@@ -296,7 +300,7 @@ def test_a_failing_core_test_rolls_everything_back_byte_for_byte(repo, monkeypat
     monkeypatch.setenv(promote.GATE_TESTS_ENV, PIN_TEST)
     files, state = snapshot(repo), git_state(repo)
 
-    result = _invoke(repo, ["promote", IDEA, "--yes", "--commit"])
+    result = _invoke(repo, ["promote", IDEA, "--yes", "--commit", *WAIVE])
     assert result.exit_code == 1, result.output
     assert "core tests FAILED" in result.stderr and "test_mlp_is_swiglu" in result.stderr  # the output's tail
     assert result.stderr.strip().splitlines()[-1].startswith("error: the gate's core tests failed")
@@ -320,7 +324,7 @@ def test_ctrl_c_during_the_gate_restores_everything(repo, narrowed):
     files, state = snapshot(repo), git_state(repo)
     model = repo / "grug_core" / "model.py"
     child = subprocess.Popen(
-        [sys.executable, "-c", DEFAULT_SIGINT_THEN_GRUGCTL, "promote", IDEA, "--yes", "--commit"],
+        [sys.executable, "-c", DEFAULT_SIGINT_THEN_GRUGCTL, "promote", IDEA, "--yes", "--commit", *WAIVE],
         cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 60
@@ -341,7 +345,7 @@ def test_dry_run_then_promote_without_commit_then_restore(repo, narrowed):
     experiment_bytes = experiment.read_bytes()
     files, state = snapshot(repo), git_state(repo)
 
-    result = _invoke(repo, ["promote", IDEA, "--dry-run", "--delete"])
+    result = _invoke(repo, ["promote", IDEA, "--dry-run", "--delete", *WAIVE])
     assert result.exit_code == 0, result.output
     assert snapshot(repo) == files and git_state(repo) == state  # wrote nothing
     out = result.stdout
@@ -352,7 +356,7 @@ def test_dry_run_then_promote_without_commit_then_restore(repo, narrowed):
     assert f"narrowed by ${promote.GATE_TESTS_ENV}" in out
     assert "remove experiments/speedrun/grugformer_gelu_mlp (git rm)" in out
 
-    result = _invoke(repo, ["promote", IDEA, "--yes", "--delete"])
+    result = _invoke(repo, ["promote", IDEA, "--yes", "--delete", *WAIVE])
     assert result.exit_code == 0, result.output
     assert GELU in (repo / "grug_core" / "model.py").read_text()
     assert not experiment.exists() and not experiment.parent.exists()
@@ -473,7 +477,7 @@ def test_commit_with_delete_records_the_removal_in_the_promotion_commit(repo, ga
     path = gelu_experiment(repo)
     original = path.read_bytes()
     head = git.Repo(repo).head.commit.hexsha
-    result = _invoke(repo, ["promote", IDEA, "--yes", "--commit", "--delete"])
+    result = _invoke(repo, ["promote", IDEA, "--yes", "--commit", "--delete", *WAIVE])
     assert result.exit_code == 0, result.output
     repo_git = git.Repo(repo)
     promotion = repo_git.head.commit.parents[0]
@@ -492,8 +496,64 @@ def test_a_failing_commit_rolls_back_the_archive_the_removal_and_the_branch(repo
     hook.write_text("#!/bin/sh\necho 'hook says no' >&2\nexit 1\n")
     hook.chmod(0o755)
     files, state = snapshot(repo), git_state(repo)
-    result = _invoke(repo, ["promote", IDEA, "--yes", "--commit", "--delete"])
+    result = _invoke(repo, ["promote", IDEA, "--yes", "--commit", "--delete", *WAIVE])
     assert result.exit_code == 2, result.output
     assert "hook says no" in result.stderr
     assert snapshot(repo) == files and git_state(repo) == state
     assert entry(repo).status == "active"
+
+
+# ---------------------------------------------------------------------------------------------------
+# The results gate: refused without a significant win (nothing written), promoted with one built from
+# real run records, and promoted with --waive, whose reason lands in archive.yaml.
+
+NOISE = [0.004, -0.003, 0.006, -0.001, 0.002]
+
+
+def test_promote_without_evidence_is_refused_and_writes_nothing(repo, narrowed):
+    write(repo, narrowed, FAST_TEST_SOURCE)
+    gelu_experiment(repo)
+    files, state = snapshot(repo), git_state(repo)
+    result = _invoke(repo, ["promote", IDEA, "--yes"])
+    assert result.exit_code == 1, result.output
+    assert f"{IDEA} is not significantly better than {STARTER_ID} on val_bpb at alpha 0.01" in result.stderr
+    assert "--waive" in result.stderr and result.stderr.count("error:") == 1
+    assert snapshot(repo) == files and git_state(repo) == state
+
+
+def test_a_significant_win_from_real_records_is_promoted(repo, narrowed):
+    write(repo, narrowed, FAST_TEST_SOURCE)
+    gelu_experiment(repo)
+    record_seeds(repo, STARTER_ID, 0.014, seeds=5, offsets=NOISE)
+    record_seeds(repo, IDEA, 0.016, seeds=5, offsets=NOISE[::-1])
+    commit_all(repo, "runs")
+    dry = _invoke(repo, ["promote", IDEA, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert re.search(r"val_bpb +5/5 paired .* better", dry.stdout), dry.stdout
+    result = _invoke(repo, ["promote", IDEA, "--yes"])
+    assert result.exit_code == 0, result.output
+    assert entry(repo).status == "superseded" and entry(repo).waiver is None
+
+
+def test_a_worse_result_is_refused_even_when_significant(repo, narrowed):
+    write(repo, narrowed, FAST_TEST_SOURCE)
+    gelu_experiment(repo)
+    record_seeds(repo, STARTER_ID, 0.016, seeds=5, offsets=NOISE)
+    record_seeds(repo, IDEA, 0.014, seeds=5, offsets=NOISE[::-1])
+    commit_all(repo, "runs")
+    before = (repo / "archive.yaml").read_bytes()
+    result = _invoke(repo, ["promote", IDEA, "--yes"])
+    assert result.exit_code == 1 and "worse (p = " in result.stderr
+    assert (repo / "archive.yaml").read_bytes() == before
+
+
+def test_waive_promotes_and_records_the_reason(repo, narrowed):
+    write(repo, narrowed, FAST_TEST_SOURCE)
+    gelu_experiment(repo)
+    reason = "systems-only: the same math, fused"
+    result = _invoke(repo, ["promote", IDEA, "--yes", "--waive", reason])
+    assert result.exit_code == 0, result.output
+    assert f"waived: {reason}" in result.stdout
+    assert entry(repo).waiver == reason and entry(repo).status == "superseded"
+    blank = _invoke(repo, ["promote", IDEA, "--waive", " "])
+    assert blank.exit_code == 2

@@ -114,3 +114,65 @@ def test_unknown_and_deleted_ids_exit_2(tmp_path):
     assert _invoke(root, ["archive", "set", "gone", "--status", "deleted"]).exit_code == 0
     result = _invoke(root, ["run", "gone", "--smoke"])
     assert result.exit_code == 2 and "is deleted" in result.output
+
+
+def load_starter_module(root):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("starter_under_test", starter_file(root))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_crossing_is_interpolated_between_evaluations_and_evaluation_densifies_near_the_target():
+    from pathlib import Path
+
+    starter = load_starter_module(Path(__file__).resolve().parents[1])
+    cfg = starter.SpeedrunConfig()
+    before = {"step": 300, "tokens": 300 * 4096, "train_seconds": 150.0, "val_bpb": 2.72}
+    after = {"step": 310, "tokens": 310 * 4096, "train_seconds": 155.0, "val_bpb": 2.68}
+    crossed = starter.crossing(before, after, 2.7)
+    assert crossed == {"steps": 305.0, "tokens": 305 * 4096, "seconds": 152.5}
+    # Every eval_every steps; every dense_eval_every steps within dense_eval_margin of the target,
+    # until it is reached.
+    assert starter.eval_due(50, None, False, cfg) and not starter.eval_due(60, None, False, cfg)
+    assert starter.eval_due(60, cfg.target_val_bpb + 0.05, False, cfg)
+    assert not starter.eval_due(60, cfg.target_val_bpb + 0.5, False, cfg)
+    assert not starter.eval_due(60, cfg.target_val_bpb - 0.01, True, cfg)
+    assert not starter.eval_due(65, cfg.target_val_bpb + 0.05, False, cfg)
+
+
+def test_paired_runs_alternate_the_baseline_and_mark_the_pairs(tmp_path):
+    root = make_repo(tmp_path)
+    new_experiment(root, "wider-mlp", "--bucket", "mlp")
+    args = ["run", "wider-mlp", "--paired", "--seeds", "2", "--smoke", "--record", "--json"]
+    result = _invoke(root, args)
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.stdout)
+    # Seed 0: baseline first; seed 1: the candidate first, so drift over the session cancels.
+    assert [(r["id"], r["seed"]) for r in runs] == [
+        ("grugformer-starter", 0), ("wider-mlp", 0), ("wider-mlp", 1), ("grugformer-starter", 1),
+    ]  # fmt: skip
+    assert runs[0]["pair"] == runs[1]["pair"] != runs[2]["pair"] == runs[3]["pair"]
+    assert runs[0]["host"] == runs[1]["host"]
+    for entry_id in ("grugformer-starter", "wider-mlp"):
+        assert [r["pair"] for r in experiments(root)[entry_id]["results"]] == [
+            runs[0]["pair"],
+            runs[2]["pair"],
+        ]
+
+
+def test_paired_needs_a_runnable_baseline_and_against_needs_paired(tmp_path):
+    root = make_repo(tmp_path)
+    new_experiment(root, "wider-mlp", "--bucket", "mlp")
+    before = (root / "archive.yaml").read_bytes()
+    for args, words in [
+        (["run", "wider-mlp", "--against", "grugformer-starter"], "add --paired"),
+        (["run", "grugformer-starter", "--paired"], "is the baseline of --paired"),
+        (["run", "wider-mlp", "--paired", "--against", "nope"], "no experiment 'nope'"),
+    ]:
+        result = _invoke(root, args)
+        assert result.exit_code == 2 and words in result.output, (args, result.output)
+    assert (root / "archive.yaml").read_bytes() == before
