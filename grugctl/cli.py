@@ -681,6 +681,7 @@ def run_command(
     with their log tail and retried.
 
     Example: grugctl run relu-squared --seeds 5 --paired --steps 200
+
     Example: grugctl run relu-squared grugformer-starter --seeds 4 --ray --cpus-per-run 2 --retries 1
     """
     from grugctl import runner
