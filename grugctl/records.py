@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from grugctl.errors import GrugError
@@ -121,13 +121,7 @@ def build_record(
         "smoke": bool(results.get("smoke")),
         "pair": pair,
         "date": results["date"],
-        "git": {
-            "commit": source.commit,
-            "dirty": source.dirty,
-            "experiment_blob": source.experiment_blob,
-            "core_tree": source.core_tree,
-            "patch": source.patch,
-        },
+        "git": asdict(source),
         "config": results["config"],
         "config_hash": config_hash(results["config"]),
         "host": results.get("host"),
@@ -194,13 +188,7 @@ def failure_record(
         "pair": pair,
         "status": "failed",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "git": {
-            "commit": source.commit,
-            "dirty": source.dirty,
-            "experiment_blob": source.experiment_blob,
-            "core_tree": source.core_tree,
-            "patch": source.patch,
-        },
+        "git": asdict(source),
         "attempt": failure["attempt"],
         "exit_code": failure["exit_code"],
         "node": failure.get("node"),
