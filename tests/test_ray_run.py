@@ -152,14 +152,22 @@ def test_ray_options_without_ray_are_refused(tmp_path):
     assert "--retries, --allow-dirty only apply to Ray runs; add --ray" in result.output
 
 
+# A test runner started in the background ignores SIGINT and children inherit that, so the driver
+# restores the default before becoming grugctl (as tests/test_promote.py does).
+DEFAULT_SIGINT_THEN_GRUGCTL = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'grugctl.cli', *sys.argv[1:]])"
+)
+
+
 def test_ctrl_c_cancels_the_running_tasks_and_keeps_what_finished(tmp_path, ray_address):
     root = make_repo(tmp_path)
     log = (tmp_path / "driver.log").open("w")
     # Two CPUs a task on a two-CPU instance: the three seeds run one after another.
     args = ["run", STARTER, "--smoke", "--record", "--seeds", "3", "--cpus-per-run", "2"]
     driver = subprocess.Popen(
-        [str(GRUGCTL), *args, "--ray-address", ray_address], cwd=root, stdout=subprocess.PIPE, stderr=log,
-        text=True,
+        [sys.executable, "-c", DEFAULT_SIGINT_THEN_GRUGCTL, *args, "--ray-address", ray_address], cwd=root,
+        stdout=subprocess.PIPE, stderr=log, text=True,
     )  # fmt: skip
     first = driver.stdout.readline()  # printed when the first seed's record has landed
     assert "recorded in runs/grugformer-starter/" in first, first
