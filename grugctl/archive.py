@@ -11,9 +11,12 @@ experiments: id -> entry with the keys in FIELDS. Conventions:
 
 Reading composes YAML nodes with libyaml (PyYAML's C parser): ruamel's pure-Python parser takes ~2.7 s on
 a 1,000-entry archive, libyaml ~0.1 s, and its nodes still carry line:column for error messages.
-Every write goes through _rewrite: take the lock (a file beside archive.yaml), re-read and validate,
-edit a ruamel round-trip document (comments, key order and blank lines survive), validate the exact text
-that would be written with the reader, then replace the file atomically. update_archive edits the whole
+Every write goes through _rewrite: inside a transaction (grugctl/transaction.py: the repository lock,
+a journal, atomic replacement), re-read and validate, edit a ruamel round-trip document (comments, key
+order and blank lines survive), validate the exact text that would be written with the reader, then
+replace the file. A UTF-8 BOM and CRLF line endings the file had are kept. Anchors and aliases are
+refused (neither people nor grugctl need them, and an alias bomb would expand without bound), and so
+are repeated keys at every depth. update_archive edits the whole
 document; update_entries (behind set_fields, add_entry, append_result) round-trips only the lines of
 the entries it touches, since ruamel needs ~5 s for a whole 1,000-entry archive, and falls back to the
 whole document whenever the splice cannot be proven to leave every other entry as it was.
@@ -47,7 +50,10 @@ SHA_FIELDS = ("base", "introduced", "last_known_good")
 TOP_KEYS = ("version", "core", "starter", "experiments_dir", "experiments")
 SHA_LEN = 12
 CORE_PENDING = "core@pending"
-LOCK_TIMEOUT_S = 60
+MAX_DEPTH = 64  # nesting inside results; a deeper document is hostile, not a record of a run
+CLIP = 60  # characters of a value quoted in a message: messages never carry a file's content
+MAX_VALUE = 1 << 20  # characters in one value: notes, not data (ruamel needs ~10 s to edit 5 MB of it)
+MAX_ARCHIVE = 64 << 20  # bytes; a 1,000-entry archive is ~0.3 MB
 ID_RE = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
 SHA_RE = re.compile(r"[0-9a-f]{7,40}\Z")
 # YAML 1.2 core schema for plain scalars, the rules ruamel writes by, so both libraries agree on types.
@@ -95,6 +101,12 @@ def _text(value: str) -> str:
     return value
 
 
+def clip(value: str) -> str:
+    """A value as a message quotes it: escaped and cut short."""
+    text = value if len(value) <= CLIP else value[: CLIP - 3] + "..."
+    return repr(text)[1:-1]
+
+
 def _repo_path(value: str) -> str:
     if (
         not value.strip()
@@ -104,7 +116,7 @@ def _repo_path(value: str) -> str:
         or ":" in value
     ):
         raise ValueError(
-            f"'{value}' must be a path inside the repository, relative to archive.yaml, without '..'"
+            f"'{clip(value)}' must be a path inside the repository, relative to archive.yaml, without '..'"
         )
     return value
 
@@ -112,7 +124,7 @@ def _repo_path(value: str) -> str:
 def _one_of(choices: tuple[str, ...], extra: str = "") -> Callable[[str], str]:
     def check(value: str) -> str:
         if value not in choices:
-            raise ValueError(f"'{value}' is not one of {', '.join(choices)}{extra}")
+            raise ValueError(f"'{clip(value)}' is not one of {', '.join(choices)}{extra}")
         return value
 
     return check
@@ -121,14 +133,16 @@ def _one_of(choices: tuple[str, ...], extra: str = "") -> Callable[[str], str]:
 def _id(value: str) -> str:
     if not ID_RE.match(value):
         raise ValueError(
-            f"'{value}' is not a valid id; use lowercase letters, digits and '-' (like 'swiglu-mlp')"
+            f"'{clip(value)}' is not a valid id; use lowercase letters, digits and '-' (like 'swiglu-mlp')"
         )
     return value
 
 
 def _sha(value: str) -> str:
     if not SHA_RE.match(value.lower()):
-        raise ValueError(f"'{value}' is not a commit SHA (7 to 40 hex characters); copy it from `git log`")
+        raise ValueError(
+            f"'{clip(value)}' is not a commit SHA (7 to 40 hex characters); copy it from `git log`"
+        )
     return value.lower()[:SHA_LEN]
 
 
@@ -138,7 +152,7 @@ def _superseded_by(value: str) -> str:
     if value.startswith("core@"):
         with contextlib.suppress(ValueError):
             return "core@" + _sha(value[len("core@") :])
-    raise ValueError(f"'{value}' must be an experiment id, core@<sha> or {CORE_PENDING}")
+    raise ValueError(f"'{clip(value)}' must be an experiment id, core@<sha> or {CORE_PENDING}")
 
 
 def _purpose(value: str) -> str:
@@ -172,6 +186,12 @@ def check_field(name: str, value: Any) -> Any:
         return _results(value)
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ValueError(f"expected text, found {_kind(value)}")
+    if len(str(value)) > MAX_VALUE:
+        raise ValueError(f"is longer than {MAX_VALUE} characters; keep large data in a file and name it here")
+    try:
+        str(value).encode("utf-8")
+    except UnicodeEncodeError:  # bytes that were not UTF-8 on the command line arrive as lone surrogates
+        raise ValueError("holds bytes that are not UTF-8 text; pass it as UTF-8") from None
     return CHECKS[name](str(value))
 
 
@@ -190,7 +210,7 @@ def _kind(value: Any) -> str:
     if isinstance(value, (yaml.SequenceNode, list, tuple)):
         return "a list"
     if isinstance(value, yaml.ScalarNode):
-        return f"the value '{value.value}'"
+        return f"the value '{clip(value.value)}'"
     return f"a {type(value).__name__}"
 
 
@@ -205,7 +225,7 @@ def display_path(path: Path) -> str:
 
 
 def _fail(label: str, line: int, column: int, field: str, message: str) -> GrugError:
-    return GrugError(f"{label}:{line}:{column}: {field + ': ' if field else ''}{message}")
+    return GrugError(f"{label}:{line}:{column}: {clip(field) + ': ' if field else ''}{message}")
 
 
 def _at(label: str, node: Any, field: str, message: str) -> GrugError:
@@ -249,7 +269,9 @@ def _compose(data: bytes, label: str) -> Any:
         bad = f"byte 0x{data[error.start]:02x} is not UTF-8 text; restore the file from git"
         raise _fail(label, line, col, "", bad) from None
     try:
-        return yaml.compose(data, Loader=_node_loader())
+        root = yaml.compose(data, Loader=_node_loader())
+    except RecursionError:
+        raise _fail(label, 1, 1, "", f"nested deeper than {MAX_DEPTH} levels; flatten it") from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = error.context_mark
@@ -260,6 +282,29 @@ def _compose(data: bytes, label: str) -> Any:
         line, col = _line_col(data, getattr(error, "position", 0) or 0)
         problem = "the file contains control characters, not YAML text; restore it from git"
         raise _fail(label, line, col, "", problem) from None
+    if b"*" in data or len(data) > 1 << 20:
+        _refuse_aliases(root, label)
+    return root
+
+
+def _refuse_aliases(root: Any, label: str) -> None:
+    """An alias composes to the very node its anchor names, so a node met twice is an alias (a bomb of
+    nested aliases, or one that contains itself); the walk visits each node once, so it stays linear."""
+    import yaml
+
+    seen, todo = set(), [(root, 0)] if root is not None else []
+    while todo:
+        node, depth = todo.pop()
+        if id(node) in seen:
+            why = "anchors and aliases (&name, *name) are not allowed; write the value out"
+            raise _at(label, node, "", why)
+        if depth > MAX_DEPTH:
+            raise _at(label, node, "", f"nested deeper than {MAX_DEPTH} levels; flatten it")
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            todo += [(n, depth + 1) for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            todo += [(n, depth + 1) for n in node.value]
 
 
 def _scalar(node: Any) -> Any:
@@ -278,13 +323,31 @@ def _scalar(node: Any) -> Any:
     return value
 
 
-def _plain(node: Any) -> Any:
+class _Bad(ValueError):
+    """A problem inside a value, located at the node that has it."""
+
+    def __init__(self, node: Any, message: str):
+        super().__init__(message)
+        self.node = node
+
+
+def _plain(node: Any, depth: int = 0) -> Any:
     import yaml
 
+    if depth > MAX_DEPTH:
+        raise _Bad(node, f"nested deeper than {MAX_DEPTH} levels; flatten it")
     if isinstance(node, yaml.MappingNode):
-        return {str(_plain(k)): _plain(v) for k, v in node.value}
+        out = {}
+        for key, value in node.value:
+            name = str(_plain(key, depth + 1))
+            if name in out:
+                raise _Bad(key, f"duplicate key '{clip(name)}'; keep one")
+            out[name] = _plain(value, depth + 1)
+        return out
     if isinstance(node, yaml.SequenceNode):
-        return [_plain(item) for item in node.value]
+        return [_plain(item, depth + 1) for item in node.value]
+    if len(node.value) > MAX_VALUE:
+        raise _Bad(node, f"a value longer than {MAX_VALUE} characters; keep large data in a file")
     return _scalar(node)
 
 
@@ -337,6 +400,8 @@ def _entry(label: str, entry_id: str, key: Any, node: Any) -> Entry:
     for name, (_, value) in pairs.items():
         try:
             values[name] = check_field(name, _field_value(name, value))
+        except _Bad as error:
+            raise _at(label, error.node, f"{where}.{name}", str(error)) from None
         except ValueError as error:
             raise _at(label, value, f"{where}.{name}", str(error)) from None
     return Entry(id=entry_id, **values)
@@ -408,20 +473,45 @@ def parse_archive(data: bytes, path: Path) -> Archive:
 
 
 def _read(path: Path) -> bytes:
+    """The archive's bytes: a regular file (a FIFO or a device would never end) of at most MAX_ARCHIVE."""
+    from grugctl import transaction
+
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                if stat.S_ISDIR(os.fstat(fd).st_mode):
+                    raise IsADirectoryError()
+                raise GrugError(f"{display_path(path)} is not a regular file; pass the archive.yaml file")
+            data = handle.read(MAX_ARCHIVE + 1)
+        if len(data) > MAX_ARCHIVE:
+            raise GrugError(
+                f"{display_path(path)} is larger than {MAX_ARCHIVE >> 20} MiB; it is not an archive"
+            )
+        return data
     except FileNotFoundError:
         raise GrugError(f"{display_path(path)} does not exist; pass the right --archive path") from None
     except IsADirectoryError:
         raise GrugError(
             f"{display_path(path)} is a directory; pass the archive.yaml file inside it"
         ) from None
+    except OSError as error:
+        raise transaction.os_error(error, "read", display_path(path)) from None
+
+
+def _within_repository(path: Path) -> None:
+    """An archive.yaml that is a symlink must point inside the repository holding the link."""
+    from grugctl import transaction
+
+    if path.is_symlink():
+        transaction.inside(path.parent, path.name, "the archive")
 
 
 def load_archive(path: Path | str) -> Archive:
     path = Path(os.path.abspath(path))
     if path.is_dir():
         path = path / ARCHIVE_NAME
+    _within_repository(path)
     return parse_archive(_read(path), path)
 
 
@@ -447,52 +537,23 @@ def find_archive(start: Path | None = None, explicit: Path | None = None) -> Pat
 
 # ---------------------------------------------------------------- writing
 
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Serialise writers across processes; flock is released by the kernel if a holder dies."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(str(path.with_name(f".{path.name}.lock")), timeout=LOCK_TIMEOUT_S)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise GrugError(
-            f"another grugctl has held the lock on {path.name} for {LOCK_TIMEOUT_S} s; retry later"
-        ) from None
-    except OSError as error:
-        raise GrugError(
-            f"cannot create a lock file beside {path} ({error.strerror}); check permissions"
-        ) from None
-    try:
-        yield
-    finally:
-        lock.release()
+BOM = b"\xef\xbb\xbf"
+# Python's splitlines also breaks at these, libyaml counts some of them as line breaks: a file holding
+# one raw is edited whole, never spliced by line numbers.
+ODD_BREAKS = "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, fsync, rename: readers see the old or the new file, never half."""
-    import tempfile
+def _split_format(data: bytes) -> tuple[bytes, bytes, bytes]:
+    """(BOM or b"", line ending to write, the bytes without BOM and with LF line endings)."""
+    bom = BOM if data.startswith(BOM) else b""
+    body = data[len(bom) :]
+    crlf = body.count(b"\r\n")
+    eol = b"\r\n" if crlf and 2 * crlf >= body.count(b"\n") else b"\n"
+    return bom, eol, body.replace(b"\r\n", b"\n") if crlf else body
 
-    mode = stat.S_IMODE(path.stat().st_mode)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # the rename is durable only once the directory is synced
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+
+def _join_format(bom: bytes, eol: bytes, body: bytes) -> bytes:
+    return bom + (body.replace(b"\n", eol) if eol != b"\n" else body)
 
 
 def _guess_indent(text: str) -> tuple[int, int, int]:
@@ -551,34 +612,54 @@ def _whole(data: bytes, archive: Archive, edit_fn: Callable[[Any], None]) -> byt
     yaml = _round_trip(text)
     try:
         doc = yaml.load(text)
-    except YAMLError as error:
-        problem = str(error).replace("\n", " ")
+    except (YAMLError, ValueError) as error:  # its message quotes the file, so only the place is kept
+        mark = getattr(error, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
         raise GrugError(
-            f"{display_path(archive.path)}: ruamel.yaml cannot round-trip this file ({problem})"
+            f"{display_path(archive.path)}{where}: ruamel.yaml cannot round-trip this file, so grugctl "
+            "cannot edit it; rewrite that value in plain YAML"
         ) from None
     _normalise_shas(doc.get("experiments") or {}, archive)
     edit_fn(doc)
     return _dump(yaml, doc).encode("utf-8")
 
 
-def _rewrite(
-    path: Path | str, make: Callable[[bytes, Archive], tuple[bytes, Archive | None]], dry_run: bool
-) -> Archive:
-    """Under the lock: read and validate, make the new bytes, validate them, replace the file atomically."""
+Make = Callable[[bytes, Archive], tuple[bytes, Archive | None]]
+Verify = Callable[[Archive], None]
+
+
+def _new_bytes(path: Path, make: Make, verify: Verify | None) -> tuple[bytes, bytes, Archive]:
+    """(bytes now, bytes to write, the archive they hold): edited on LF text without a BOM, then given
+    back the file's own BOM and line endings, and validated as they will be on disk."""
+    data = _read(path)
+    archive = parse_archive(data, path)
+    bom, eol, body = _split_format(data)
+    new, result = make(body, archive)
+    new = _join_format(bom, eol, new)
+    if result is None or bom or eol != b"\n":
+        try:
+            result = parse_archive(new, path)
+        except GrugError as error:
+            why = f"refusing to write {path.name}; the edit would make it invalid ({error})"
+            raise GrugError(why) from None
+    if verify is not None:
+        verify(result)
+    return data, new, result
+
+
+def _rewrite(path: Path | str, make: Make, dry_run: bool, verify: Verify | None = None) -> Archive:
+    """In a transaction (repository lock, journal): read and validate, make the new bytes, validate
+    them, replace the file atomically. A dry run takes no lock: it is a reader."""
+    from grugctl import transaction
+
     path = Path(os.path.realpath(path))
-    with _locked(path):
-        data = _read(path)
-        archive = parse_archive(data, path)
-        new, result = make(data, archive)
-        if result is None:
-            try:
-                result = parse_archive(new, path)
-            except GrugError as error:
-                raise GrugError(
-                    f"refusing to write {path.name}; the edit would make it invalid ({error})"
-                ) from None
-        if not dry_run and new != data:
-            _atomic_write(path, new)
+    if dry_run:
+        transaction.refuse_if_interrupted(path.parent)
+        return _new_bytes(path, make, verify)[2]
+    with transaction.transaction(path.parent) as txn:
+        data, new, result = _new_bytes(path, make, verify)
+        if new != data:
+            transaction.write(txn, os.path.relpath(path, txn.root), new)
         return result
 
 
@@ -609,7 +690,8 @@ def _edit_region(
     from ruamel.yaml.error import YAMLError
 
     text = data.decode("utf-8")
-    span = None if text.startswith("\ufeff") or "\r" in text else _experiments_span(data)
+    odd = text.startswith("\ufeff") or any(c in text for c in ODD_BREAKS)
+    span = None if odd else _experiments_span(data)
     if span is None or any(i not in span[0] for i in ids):
         return None
     keys, starts, end = span
@@ -652,6 +734,7 @@ def update_entries(
     *,
     added: list[str] = (),
     dry_run: bool = False,
+    verify: Verify | None = None,
 ) -> Archive:
     """update_archive for edits confined to the entries `ids` (plus appending `added` ids after the last
     entry): edit_fn(experiments mapping, archive as read under the lock) may be handed only those
@@ -668,7 +751,7 @@ def update_entries(
             return fast
         return _whole(data, archive, lambda doc: edit_fn(_experiments_node(doc), archive)), None
 
-    return _rewrite(path, make, dry_run)
+    return _rewrite(path, make, dry_run, verify)
 
 
 # ---------------------------------------------------------------- keeping comments where a person put them
@@ -742,12 +825,27 @@ def _blank_separated(data: bytes) -> bool:
     return not lines[row].strip()
 
 
+def _literal_ok(value: str) -> bool:
+    """Whether a `|` block gives these exact characters back: only LF breaks, no other control or
+    break characters, no spaces a block would drop or mistake for indentation."""
+    lines = value.split("\n")
+    return (
+        all(line.isprintable() and line == line.rstrip() for line in lines)
+        and not value.startswith((" ", "\n"))
+        and not value.endswith("\n\n")
+    )
+
+
 def _to_rt(value: Any) -> Any:
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
-    from ruamel.yaml.scalarstring import LiteralScalarString
+    from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
 
-    if isinstance(value, str) and "\n" in value.strip():
+    if isinstance(value, str) and "\n" in value.strip() and _literal_ok(value):
         return LiteralScalarString(value)  # multi-line notes read better as a `|` block than "a\nb"
+    if isinstance(value, str) and not value.isprintable():
+        # Line breaks YAML would fold (CR, U+0085, U+2028), tabs and control characters: a double-quoted
+        # scalar escapes each one, so the text comes back exactly.
+        return DoubleQuotedScalarString(value)
     if isinstance(value, dict):
         return CommentedMap((k, _to_rt(v)) for k, v in value.items())
     if isinstance(value, (list, tuple)):
@@ -928,8 +1026,14 @@ def _warning(kind: str, entry_id: str | None, path: str | None, message: str) ->
 
 
 def _file_warnings(archive: Archive, present: dict[str, bool]) -> list[dict]:
+    from grugctl.transaction import inside
+
     warnings = []
     for entry in archive.experiments.values():
+        try:
+            inside(archive.root, entry.path, f"{entry.id}:")
+        except GrugError as error:
+            warnings.append(_warning("outside-repo", entry.id, entry.path, str(error)))
         if entry.status != "deleted" and not present[entry.id]:
             message = (
                 f"{entry.id}: {entry.status} file {entry.path} is missing; restore it or set status deleted"
@@ -1089,7 +1193,16 @@ def set_entry(
         before.update({name: entry.get(name) for name in clean})
         _write_fields(entry, clean)
 
-    after = update_entries(archive.path, [entry_id], edit, dry_run=dry_run).experiments[entry_id]
+    def verify(result: Archive) -> None:
+        for name, value in clean.items():
+            if name in ("purpose", "notes", "issue") and getattr(result.experiments[entry_id], name) != value:
+                raise GrugError(
+                    f"--{name.replace('_', '-')} holds characters archive.yaml would not give back "
+                    "exactly; remove unusual control characters and try again"
+                )
+
+    after = update_entries(archive.path, [entry_id], edit, dry_run=dry_run, verify=verify)
+    after = after.experiments[entry_id]
     return [
         (name, before[name], getattr(after, name)) for name in clean if before[name] != getattr(after, name)
     ]
@@ -1323,16 +1436,42 @@ def _expand_shas(root: Path, entries: list[dict]) -> None:
             entry["superseded_by"] = "core@" + full[successor[5:]][:SHA_LEN]
 
 
+MAX_MARKDOWN = 16 << 20  # an archive of a few thousand experiments is ~1 MB; more is not an archive
+
+
+def _read_markdown(markdown: Path) -> str:
+    """The file's text: a regular file of at most MAX_MARKDOWN bytes (/dev/zero or a FIFO would never
+    end), UTF-8."""
+    from grugctl import transaction
+
+    try:
+        fd = os.open(markdown, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as error:
+        raise transaction.os_error(error, "read", markdown) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise GrugError(f"{markdown} is not a regular file; pass a Markdown file")
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            data = handle.read(MAX_MARKDOWN + 1)
+        except OSError as error:
+            raise transaction.os_error(error, "read", markdown) from None
+    if len(data) > MAX_MARKDOWN:
+        raise GrugError(f"{markdown} is larger than {MAX_MARKDOWN >> 20} MiB; that is not a Markdown archive")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        why = f"{markdown} is not UTF-8 text (byte {error.start}); convert it and try again"
+        raise GrugError(why) from None
+
+
 def import_markdown(
     path: Path | str, markdown: Path | str, *, dry_run: bool = False
 ) -> tuple[list[str], list[str]]:
     """`archive import-md`: add every convertible section as an entry. Returns (ids added, messages)."""
     archive = load_archive(path)
     markdown = Path(markdown)
-    try:
-        text = markdown.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise GrugError(f"cannot read {markdown}: {getattr(error, 'strerror', None) or error}") from None
+    text = _read_markdown(markdown)
     entries, messages = parse_markdown_archive(text, markdown.name, set(archive.experiments))
     taken = [e["id"] for e in entries if e["id"] in archive.experiments]
     if taken:

@@ -114,6 +114,18 @@ def noverify_reason(source: str) -> str | None:
 # ---------------------------------------------------------------- 1-3: archive, tree, git
 
 
+def check_journal(archive: archive_mod.Archive) -> CheckResult:
+    """A journal left by a command that died means files are half-changed: a failure until recovered."""
+    from grugctl import transaction
+
+    try:
+        journal = transaction.interrupted(archive.root)
+    except GrugError as error:
+        return _result("journal", "", [str(error)])
+    problems = [transaction.interrupted_sentence(journal)] if journal is not None else []
+    return _result("journal", "no half-done command", problems)
+
+
 def check_schema(archive: archive_mod.Archive, report: dict) -> CheckResult:
     """Loading already validated every field (a malformed file never gets here: exit 2); what is left
     are references between entries."""
@@ -130,7 +142,7 @@ def check_schema(archive: archive_mod.Archive, report: dict) -> CheckResult:
 
 
 def check_tree(archive: archive_mod.Archive, report: dict) -> CheckResult:
-    problems = _kinds(report, "missing-file", "deleted-file-exists", "unregistered-file")
+    problems = _kinds(report, "missing-file", "deleted-file-exists", "unregistered-file", "outside-repo")
     owners: dict[str, list[str]] = {}
     for entry in archive.experiments.values():
         owners.setdefault(archive_mod._norm(entry.path), []).append(entry.id)
@@ -416,7 +428,10 @@ def analyse_experiments(archive: archive_mod.Archive, use_cache: bool = True) ->
     starter_data, surface, starter_error = _starter(archive, core)
     files = {}
     for entry in archive.experiments.values():
-        path = codediff.experiment_file(archive.root, entry.path) if entry.status == "active" else None
+        try:
+            path = codediff.experiment_file(archive.root, entry.path) if entry.status == "active" else None
+        except GrugError:  # outside the repository: the tree check names it, nothing reads it
+            path = None
         if path is not None and path.is_file():
             files[entry.id] = (entry, *_read_text(path))
     entries = [entry for entry, _, _ in files.values()]
@@ -672,6 +687,7 @@ def run_checks(
     lint = start_lint(archive.root)
     try:
         report = archive_mod.status_report(archive)
+        emit(check_journal(archive))
         emit(check_schema(archive, report))
         emit(check_tree(archive, report))
         emit(check_records(archive))

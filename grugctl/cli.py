@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -18,8 +19,10 @@ from grugctl.errors import GrugError
 T = TypeVar("T")
 
 # Data goes to stdout, messages to stderr; rich already drops colour when the stream is not a TTY.
-out = Console(no_color=bool(os.environ.get("NO_COLOR")) or None, soft_wrap=True)
-err = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None, soft_wrap=True)
+# User text is printed as written: no markup ([bold]) and no emoji codes (:x:) are interpreted.
+NO_COLOR = bool(os.environ.get("NO_COLOR")) or None
+out = Console(no_color=NO_COLOR, soft_wrap=True, markup=False, emoji=False, highlight=False)
+err = Console(stderr=True, no_color=NO_COLOR, soft_wrap=True, markup=False, emoji=False, highlight=False)
 
 app = typer.Typer(
     help="Scaffold, diff, run, promote and check experiments against grug_core.\n\n"
@@ -43,11 +46,28 @@ def fail(message: str, exit_code: int = 2) -> typer.Exit:
 
 
 def guarded(action: Callable[[], T]) -> T:
-    """Run a domain call; a GrugError becomes one line on stderr and its exit code."""
+    """Run a domain call; a GrugError (or an OS error nothing caught) becomes one line on stderr and its
+    exit code."""
+    from grugctl.transaction import os_error
+
     try:
         return action()
     except GrugError as error:
         raise fail(str(error), error.exit_code) from None
+    except OSError as error:
+        raise fail(str(os_error(error, "use"))) from None
+
+
+def _find(archive_path: Path | None, reading: bool = True) -> Path:
+    """The archive.yaml to use; a reading command that finds a half-done command's journal says so (a
+    writing one refuses, in the domain, with the same sentence)."""
+    from grugctl import archive, transaction
+
+    path = guarded(lambda: archive.find_archive(None, archive_path))
+    journal = guarded(lambda: transaction.interrupted(path.parent)) if reading else None
+    if journal is not None:
+        _warn([transaction.interrupted_sentence(journal)])
+    return path
 
 
 def version_callback(value: bool) -> None:
@@ -189,8 +209,10 @@ def archive_status(
     """
     from grugctl import archive, compare
 
+    path = _find(archive_path)
+
     def report() -> dict:
-        loaded = archive.load_archive(archive.find_archive(None, archive_path))
+        loaded = archive.load_archive(path)
         data = archive.status_report(loaded, status=status, bucket=bucket)
         board = compare.leaderboard(loaded, [row["id"] for row in data["experiments"]])
         rows = [row | board[row["id"]] for row in data["experiments"]]
@@ -217,11 +239,8 @@ def archive_show(
 
     from grugctl import archive
 
-    data = guarded(
-        lambda: archive.show_report(
-            archive.load_archive(archive.find_archive(None, archive_path)), experiment_id
-        )
-    )
+    path = _find(archive_path)
+    data = guarded(lambda: archive.show_report(archive.load_archive(path), experiment_id))
     if as_json:
         _json_out(data)
         return
@@ -337,10 +356,28 @@ def archive_import_md(
 # ---------------------------------------------------------------- grugctl new / diff
 
 
-def _load_archive(archive_path: Path | None):
-    from grugctl.archive import find_archive, load_archive
+@contextlib.contextmanager
+def _writing(archive_path: Path | None, what: str, dry_run: bool = False) -> Iterator[None]:
+    """Hold the repository's transaction for the whole command (none for a dry run, which only reads);
+    a rollback that fails becomes one sentence too."""
+    if dry_run:
+        yield
+        return
+    from grugctl import transaction
 
-    return guarded(lambda: load_archive(find_archive(None, archive_path)))
+    path = _find(archive_path, reading=False)
+    try:
+        with transaction.transaction(path.parent, what):
+            yield
+    except GrugError as error:
+        raise fail(str(error), error.exit_code) from None
+
+
+def _load_archive(archive_path: Path | None, reading: bool = False):
+    from grugctl.archive import load_archive
+
+    path = _find(archive_path, reading)
+    return guarded(lambda: load_archive(path))
 
 
 @app.command()
@@ -412,7 +449,7 @@ def diff(
 
     if fmt not in diffrender.FORMATS:
         raise fail(f"unknown format {fmt!r}; use one of {', '.join(diffrender.FORMATS)}.")
-    archive = _load_archive(archive_path)
+    archive = _load_archive(archive_path, reading=True)
     report = guarded(lambda: codediff.diff_experiment(archive, experiment_id, against, bucket))
     color = output is None and fmt == "text" and out.is_terminal and not os.environ.get("NO_COLOR")
     text = diffrender.render(report, fmt, stat=stat, color=color)
@@ -530,31 +567,36 @@ def promote(
     """
     from grugctl import promote as promoting
 
-    archive = _load_archive(archive_path)
-    names = (only or "").split(",")
-    plan = guarded(
-        lambda: promoting.plan_promote(
-            archive, experiment_id, only=names, bucket=bucket, allow_dirty=allow_dirty,
-            delete=delete_after, commit=commit, waiver=waive,
-        )
-    )  # fmt: skip
-    _render_promote_plan(plan, dry_run)
-    guarded(lambda: promoting.check_evidence(plan))
-    if dry_run:
-        return
-    _confirm(f"Promote {', '.join(plan.names)} from {plan.id} into the core?", yes)
-    progress = lambda message: err.print(message, markup=False, highlight=False)
-    try:
-        outcome = promoting.promote(archive, plan, progress)
-    except promoting.GateFailed as error:
-        err.print("--- last lines of the failing step's output ---", markup=False, highlight=False)
-        err.print(error.tail, markup=False, highlight=False)
-        raise fail(str(error), error.exit_code) from None
-    except GrugError as error:
-        raise fail(str(error), error.exit_code) from None
-    except KeyboardInterrupt:
-        raise fail("interrupted; every touched file was restored and nothing was promoted.", 130) from None
-    _render_promoted(plan, outcome)
+    # The lock is held from the plan to the last write (git holds index.lock the same way): a plan made
+    # while another promotion is mid-gate would splice against that promotion's half-done files.
+    with _writing(archive_path, f"grugctl promote {experiment_id}", dry_run):
+        archive = _load_archive(archive_path)
+        names = (only or "").split(",")
+        plan = guarded(
+            lambda: promoting.plan_promote(
+                archive, experiment_id, only=names, bucket=bucket, allow_dirty=allow_dirty,
+                delete=delete_after, commit=commit, waiver=waive,
+            )
+        )  # fmt: skip
+        _render_promote_plan(plan, dry_run)
+        guarded(lambda: promoting.check_evidence(plan))
+        if dry_run:
+            return
+        _confirm(f"Promote {', '.join(plan.names)} from {plan.id} into the core?", yes)
+        progress = lambda message: err.print(message, markup=False, highlight=False)
+        try:
+            outcome = promoting.promote(archive, plan, progress)
+        except promoting.GateFailed as error:
+            err.print("--- last lines of the failing step's output ---", markup=False, highlight=False)
+            err.print(error.tail, markup=False, highlight=False)
+            raise fail(str(error), error.exit_code) from None
+        except GrugError as error:
+            raise fail(str(error), error.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail(
+                "interrupted; every touched file was restored and nothing was promoted.", 130
+            ) from None
+        _render_promoted(plan, outcome)
 
 
 @app.command("delete")
@@ -617,6 +659,47 @@ def restore_command(
     else:
         _say(f"{verb[1]} {plan.id} active")
     _warn(list(plan.warnings), prefix="note")
+
+
+@app.command("recover")
+def recover_command(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be rolled back; change nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    archive_path: ArchiveOption = None,
+) -> None:
+    """Roll back, byte for byte, a command that died halfway (killed, power loss), from its journal.
+
+    Every touched file gets its original bytes back (files it created go), HEAD returns to its branch,
+    a branch it created is deleted and the index entries it staged are reset.
+
+    Example: grugctl recover --dry-run
+    """
+    from grugctl import transaction
+
+    path = _find(archive_path, reading=False)
+    report = guarded(lambda: transaction.recover(path.parent, dry_run=True))
+    if report is None:
+        _say("nothing to recover: no command stopped halfway")
+        return
+    verb = ("would restore", "would remove") if dry_run else ("restored", "removed")
+    _say(f"`{report.what}` (pid {report.pid}, started {report.started}) stopped halfway")
+    if not dry_run:
+        _confirm("Roll it back?", yes)
+        report = guarded(lambda: transaction.recover(path.parent))
+        if report is None:
+            _say("nothing to recover: another grugctl recovered it meanwhile")
+            return
+    for rel in report.restored:
+        _say(f"{verb[0]} {rel}")
+    for rel in report.removed:
+        _say(f"{verb[1]} {rel}")
+    for step in report.git:
+        _say(f"{'would run' if dry_run else 'ran'} {step}")
+    if report.failed:
+        failed = ", ".join(report.failed)
+        raise fail(f"could not roll back {failed}; fix that and run `grugctl recover` again.")
+    if not dry_run:
+        _say(f"rolled back {len(report.restored) + len(report.removed)} file(s); the journal is gone")
 
 
 # ---------------------------------------------------------------- grugctl run
@@ -747,7 +830,7 @@ def compare_command(
 
     if as_json and as_md:
         raise fail("--json and --md both choose the output; pick one.")
-    archive = _load_archive(archive_path)
+    archive = _load_archive(archive_path, reading=True)
     chosen = tuple(metrics) if metrics else compare.DEFAULT_METRICS
     comparisons = guarded(
         lambda: compare.compare_all(
@@ -785,7 +868,7 @@ def plot_command(
     """
     from grugctl import plot
 
-    archive = _load_archive(archive_path)
+    archive = _load_archive(archive_path, reading=True)
     curves = guarded(
         lambda: plot.write_plot(
             archive, entry_ids, out_path, metric=metric, x_axis=x_axis, steps=steps, against=against

@@ -188,9 +188,14 @@ def module_imports(node: ast.stmt) -> list[Import]:
 
 def load_core(core_dir: Path) -> Core:
     """Parse the core's bucket modules (attention.py, model.py, loss.py, optim.py)."""
+    from grugctl.transaction import inside
+
     if not core_dir.is_dir():
         raise GrugError(f"core package {core_dir} does not exist; check `core:` in archive.yaml.")
-    sources = {p.stem: p.read_text(encoding="utf-8") for p in sorted(core_dir.glob("*.py"))}
+    files = sorted(core_dir.glob("*.py"))
+    for path in [core_dir, *files]:
+        inside(path.parent, path.name, "the core")
+    sources = {p.stem: p.read_text(encoding="utf-8") for p in files}
     return load_core_sources(core_dir.name, sources)
 
 
@@ -461,13 +466,17 @@ def closest(
 
 
 def experiment_file(root: Path, relative: str) -> Path:
-    """An entry's file; an entry naming a folder means the .py file inside named like the folder."""
-    path = root / relative
+    """An entry's file; an entry naming a folder means the .py file inside named like the folder. One
+    that resolves (symlinks followed) outside the repository is refused before anything reads or runs
+    it."""
+    from grugctl.transaction import inside
+
+    path = inside(root, relative, "the experiment file")
     if path.is_dir():
         named = path / f"{path.name}.py"
         files = [named] if named.is_file() else sorted(path.glob("*.py"))
         path = files[0] if len(files) == 1 else named
-    return path
+    return inside(root, path.relative_to(root).as_posix(), "the experiment file")
 
 
 def read_module(root: Path, relative: str, what: str) -> Module:

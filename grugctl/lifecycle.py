@@ -7,26 +7,21 @@ when the bytes being deleted are committed. restore takes that commit's files (s
 checkout <sha> -- <folder>`; under a new id: the blobs written to the new scaffold path and `git add`ed),
 so the restored file is byte-identical to the deleted one.
 
-Also the file-level undo that promote shares: snapshot bytes and modes, put them back atomically.
-Plans first, writes last, never prints, never imports JAX.
+Each runs as one transaction (grugctl/transaction.py): the files, the index and archive.yaml change
+together or not at all, even across a crash (`grugctl recover`). Plans first, writes last, never
+prints, never imports JAX.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import stat
-import tempfile
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from grugctl import archive as archive_mod
-from grugctl import gitinfo
+from grugctl import gitinfo, transaction
 from grugctl.errors import GrugError
-
-Saved = dict[str, tuple[bytes, int] | None]  # repo-relative path -> (bytes, mode), None: did not exist
+from grugctl.transaction import git, open_repo
 
 
 @dataclass(frozen=True)
@@ -54,126 +49,6 @@ class RestorePlan:
     warnings: tuple[str, ...]
 
 
-# ---------------------------------------------------------------- file-level undo
-
-
-def snapshot(root: Path, paths: Iterable[str]) -> Saved:
-    saved: Saved = {}
-    for rel in paths:
-        path = root / rel
-        saved[rel] = (path.read_bytes(), stat.S_IMODE(path.stat().st_mode)) if path.is_file() else None
-    return saved
-
-
-def snapshot_tree(root: Path, target: str) -> Saved:
-    """Every file under `target` (a folder or one file), bytecode caches left out."""
-    path = root / target
-    if path.is_file():
-        return snapshot(root, [target])
-    files = [p for p in sorted(path.rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
-    return snapshot(root, [p.relative_to(root).as_posix() for p in files])
-
-
-def write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Temp file beside it, then rename: a reader or an interruption never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if mode is None:
-        mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def restore_files(root: Path, saved: Saved) -> list[str]:
-    """Put every saved file back byte for byte (and remove those that did not exist). Returns the paths
-    it could not restore; keeps going past a failure so one bad file does not strand the others."""
-    failed = []
-    for rel, content in saved.items():
-        path = root / rel
-        try:
-            if content is None:
-                path.unlink(missing_ok=True)
-            elif not path.is_file() or path.read_bytes() != content[0]:
-                write_bytes(path, content[0], content[1])
-            elif stat.S_IMODE(path.stat().st_mode) != content[1]:
-                os.chmod(path, content[1])
-        except OSError:
-            failed.append(rel)
-    return failed
-
-
-def prune_empty(root: Path, folder: str, stop: str | None = None) -> None:
-    """Remove `folder` (bytecode caches inside count as nothing) and then its parents while they are
-    empty, up to but not including `stop` (default: `folder`'s parent)."""
-    path, end = root / folder, root / (stop if stop is not None else str(PurePosixPath(folder).parent))
-    for cache in sorted(path.rglob("__pycache__"), reverse=True) if path.is_dir() else []:
-        shutil.rmtree(cache, ignore_errors=True)
-    while path != end and end in path.parents and path.is_dir():
-        try:
-            path.rmdir()
-        except OSError:
-            return
-        path = path.parent
-
-
-# ---------------------------------------------------------------- git helpers
-
-
-def git(repo, *args: str) -> str:
-    """`git <args>` through GitPython; a failure becomes one sentence with git's last line."""
-    import git as gitpython
-
-    try:
-        return repo.git.execute(["git", *args])
-    except gitpython.GitCommandError as error:
-        last = (str(error.stderr or "").strip().splitlines() or ["no message"])[-1].strip(" '")
-        raise GrugError(f"`git {' '.join(args[:2])}` failed: {last}") from None
-
-
-def open_repo(root: Path):
-    try:
-        return gitinfo.open_repo(root)
-    except GrugError:
-        raise
-    except Exception as error:  # any git failure becomes one sentence
-        raise GrugError(f"cannot open the git repository at {root} ({error}).") from None
-
-
-def tracked(repo, root: Path, target: str) -> bool:
-    return bool(git(repo, "ls-files", "--", str(root / target)).strip())
-
-
-def remove_target(repo, root: Path, target: str, is_tracked: bool) -> Saved:
-    """Remove the experiment's folder or file (`git rm -r` when tracked); returns what was there, so
-    put_back can undo it."""
-    saved = snapshot_tree(root, target)
-    path = root / target
-    if is_tracked:
-        git(repo, "rm", "-r", "-q", "--", str(path))
-    elif path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
-    if not target.endswith(".py"):
-        prune_empty(root, target)
-    return saved
-
-
-def put_back(repo, root: Path, target: str, saved: Saved, is_tracked: bool) -> list[str]:
-    """Undo remove_target: the index entries from HEAD, the files from their saved bytes."""
-    if is_tracked:
-        with contextlib.suppress(GrugError):
-            git(repo, "reset", "-q", "--", str(root / target))
-    return restore_files(root, saved)
-
-
 # ---------------------------------------------------------------- which files an experiment owns
 
 
@@ -194,7 +69,7 @@ def removal_target(archive, entry) -> str:
 
 
 def _files_on_disk(root: Path, target: str) -> tuple[str, ...]:
-    return tuple(snapshot_tree(root, target)) if (root / target).exists() else ()
+    return tuple(transaction.files_under(root, target))
 
 
 def _children(archive, experiment_id: str) -> list[str]:
@@ -220,8 +95,10 @@ def plan_delete(archive, experiment_id: str, superseded_by: str | None = None) -
             f"{experiment_id} is already deleted; `grugctl restore {experiment_id}` brings it back."
         )
     root = archive.root
+    transaction.refuse_if_interrupted(root)
     repo = open_repo(root)
     target = removal_target(archive, entry)
+    transaction.inside(root, target, f"{experiment_id}'s")
     last = gitinfo.last_commit_with(repo, root / entry.path)
     if last is None:
         raise GrugError(
@@ -242,7 +119,7 @@ def plan_delete(archive, experiment_id: str, superseded_by: str | None = None) -
         id=experiment_id,
         path=entry.path,
         target=target,
-        tracked=tracked(repo, root, target),
+        tracked=transaction.tracked(repo, root, target),
         files=_files_on_disk(root, target),
         last_known_good=last,
         superseded_by=superseded_by,
@@ -254,18 +131,29 @@ def _delete_fields(superseded_by: str | None, last: str) -> dict:
     return {"status": "deleted", "superseded_by": superseded_by, "last_known_good": last}
 
 
+def remove_target(txn: transaction.Transaction, repo, target: str, is_tracked: bool) -> None:
+    """Remove the experiment's folder or file (`git rm -r` when tracked), journaled first."""
+    root = txn.root
+    files = transaction.files_under(root, target)
+    transaction.touch(txn, files)
+    if is_tracked:  # files git does not track (ignored ones) stay, as `git rm` leaves them
+        transaction.note_git(txn, staged=[target])
+        git(repo, "rm", "-r", "-q", "--", str(root / target))
+    else:
+        for rel in files:
+            transaction.remove(txn, rel)
+    if not target.endswith(".py"):
+        transaction.prune_empty(root, target)
+
+
 def delete(archive, plan: DeletePlan) -> list[tuple[str, object, object]]:
-    """Remove the files, then mark the entry deleted; if the archive edit fails, the files come back.
-    Returns the archive changes as (field, old, new)."""
-    repo = open_repo(archive.root)
-    saved = remove_target(repo, archive.root, plan.target, plan.tracked)
-    try:
+    """Remove the files, then mark the entry deleted, in one transaction. Returns the archive changes
+    as (field, old, new)."""
+    with transaction.transaction(archive.root, f"grugctl delete {plan.id}") as txn:
+        remove_target(txn, open_repo(archive.root), plan.target, plan.tracked)
         return archive_mod.set_entry(
             archive.path, plan.id, _delete_fields(plan.superseded_by, plan.last_known_good)
         )
-    except BaseException:
-        put_back(repo, archive.root, plan.target, saved, plan.tracked)
-        raise
 
 
 # ---------------------------------------------------------------- restore
@@ -331,6 +219,7 @@ def plan_restore(archive, experiment_id: str, new_id: str | None = None) -> Rest
             f"`grugctl new NAME --from {experiment_id}`."
         )
     root = archive.root
+    transaction.refuse_if_interrupted(root)
     repo = open_repo(root)
     sha, filled = _commit_of(repo, archive, entry)
     source = removal_target(archive, entry)
@@ -338,12 +227,15 @@ def plan_restore(archive, experiment_id: str, new_id: str | None = None) -> Rest
     if entry.path not in {path for path, _ in found}:
         raise GrugError(f"{entry.path} is not in commit {sha[:12]}; fix {experiment_id}'s last_known_good.")
     path, target = _destination(archive, entry, source, new_id)
+    transaction.inside(root, target, "restoring to")
     if new_id is not None and (root / target).exists():
         raise GrugError(f"{target} already exists; pick another id for --as or move it away.")
     files, present = [], True
     for at_sha, mode in found:
         dest = _placed(entry.path, source, path, target, at_sha)
         files.append((at_sha, dest, mode))
+    _refuse_strangers(root, target, {dest for _, dest, _ in files})
+    for at_sha, dest, _ in files:
         if (root / dest).exists():
             if (root / dest).read_bytes() != gitinfo.file_at(repo, sha, root / at_sha):
                 raise GrugError(
@@ -368,6 +260,17 @@ def plan_restore(archive, experiment_id: str, new_id: str | None = None) -> Rest
         fill_last_known_good=filled,
         warnings=tuple(warnings),
     )
+
+
+def _refuse_strangers(root: Path, target: str, restored: set[str]) -> None:
+    """A folder holding files that restore did not delete would be silently merged into."""
+    strangers = [rel for rel in transaction.files_under(root, target) if rel not in restored]
+    if (root / target).is_dir() and strangers:
+        more = f" and {len(strangers) - 3} more" if len(strangers) > 3 else ""
+        raise GrugError(
+            f"{target} holds files restore did not delete ({', '.join(strangers[:3])}{more}); "
+            "move them away first."
+        )
 
 
 def _new_entry(entry, new_id: str, path: str, sha: str) -> dict:
@@ -407,27 +310,26 @@ def _record_restore(archive, entry, new_id, path: str, sha: str, filled: bool, d
 
 
 def restore(archive, plan: RestorePlan) -> None:
-    """Write the files from git (staged, like delete's removal), then update archive.yaml; if that
-    fails, the written files go again."""
+    """Write the files from git (staged, like delete's removal), then update archive.yaml, in one
+    transaction."""
     root = archive.root
-    repo = open_repo(root)
     entry = archive.experiments[plan.id]
-    saved = snapshot(root, [dest for _, dest, _ in plan.files])
-    try:
+    dests = [dest for _, dest, _ in plan.files]
+    with transaction.transaction(root, f"grugctl restore {plan.id}") as txn:
+        repo = open_repo(root)
+        _refuse_strangers(root, plan.source if plan.new_id is None else str(PurePosixPath(plan.path).parent),
+                          set(dests))  # fmt: skip
+        transaction.touch(txn, dests)
+        for dest in dests:
+            transaction.make_dirs(txn, str(PurePosixPath(dest).parent))
+        transaction.note_git(txn, staged=dests)
         if plan.new_id is None:
             git(repo, "checkout", plan.sha, "--", str(root / plan.source))
         else:
             for at_sha, dest, mode in plan.files:
                 data = gitinfo.file_at(repo, plan.sha, root / at_sha)
-                write_bytes(root / dest, data, 0o755 if mode == "100755" else 0o644)
-            git(repo, "add", "--", *(str(root / dest) for _, dest, _ in plan.files))
+                transaction.write(txn, dest, data, 0o755 if mode == "100755" else 0o644)
+            git(repo, "add", "--", *(str(root / dest) for dest in dests))
         _record_restore(
             archive, entry, plan.new_id, plan.path, plan.sha, plan.fill_last_known_good, dry_run=False
         )
-    except BaseException:
-        with contextlib.suppress(GrugError):
-            git(repo, "reset", "-q", "--", *(str(root / dest) for _, dest, _ in plan.files))
-        restore_files(root, saved)
-        for _, dest, _ in plan.files:
-            prune_empty(root, str(PurePosixPath(dest).parent), archive.experiments_dir)
-        raise

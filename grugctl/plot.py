@@ -169,7 +169,7 @@ def write_plot(
 ) -> list[Curve]:
     """Write `out` (.png or .html); the HTML page adds the comparison of each id with the baseline."""
     from grugctl import comparerender
-    from grugctl.lifecycle import write_bytes
+    from grugctl.transaction import write_bytes
 
     suffix = out.suffix.lower()
     if suffix not in (".png", ".html"):

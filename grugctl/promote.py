@@ -7,11 +7,12 @@ into the same module before their first use, and imports the module lacks are ad
 copies get the same splice, so its diff against the core is empty again.
 
 Gate: the core tests and a `--smoke` run of the starter, each a subprocess in the repository root
-(gate_steps; `grugctl check` reuses it). Until it passes nothing but the spliced files has changed,
-and their original bytes are held in memory: any failure, Ctrl-C or SIGTERM puts them back byte for
-byte. Only then does archive.yaml change (through archive.update_entries: locked and atomic): the
-experiment becomes superseded (deleted with --delete), superseded_by `core@pending`, last_known_good
-its newest commit.
+(gate_steps; `grugctl check` reuses it). The whole promotion (splice, gate, archive, removal, commits)
+is one transaction holding the repository lock, so two promotions run one after the other, and the
+journal holds every touched file's original bytes before the splice: any failure, Ctrl-C or SIGTERM
+puts them back byte for byte, and after a SIGKILL `grugctl recover` does. Only after the gate does
+archive.yaml change: the experiment becomes superseded (deleted with --delete), superseded_by
+`core@pending`, last_known_good its newest commit.
 
 --commit makes branch promote/<id> and commits core, starter, archive (and the removal) there. A
 commit cannot contain its own SHA, and amending to add it would change the SHA, so a second small
@@ -26,20 +27,19 @@ import difflib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from grugctl import archive as archive_mod
-from grugctl import codediff, compare, gitinfo, lifecycle
+from grugctl import codediff, compare, gitinfo, lifecycle, transaction
 from grugctl.compare import Comparison
 from grugctl.errors import CHECK_FAILED, GrugError
+from grugctl.transaction import git
 
 GATE_TESTS = ("tests/test_grugformer_*.py",)
 # Narrows the gate's pytest arguments (whitespace-separated globs or node ids), for grugctl's own test
@@ -474,7 +474,8 @@ def _sources(archive, experiment_id: str, allow_dirty: bool):
     entry = _refuse_entry(archive, experiment_id)
     if archive.starter is None:
         raise GrugError("archive.yaml names no starter, so promote has none to update; set `starter:` there.")
-    repo = lifecycle.open_repo(archive.root)
+    transaction.refuse_if_interrupted(archive.root)
+    repo = transaction.open_repo(archive.root)
     if not gitinfo.has_commits(repo):
         raise GrugError("the repository has no commits yet; commit the experiment first.")
     if not allow_dirty and gitinfo.is_dirty(repo):
@@ -609,7 +610,7 @@ def plan_promote(
         last_known_good=last,
         delete=delete,
         delete_target=target,
-        delete_tracked=target is not None and lifecycle.tracked(repo, archive.root, target),
+        delete_tracked=target is not None and transaction.tracked(repo, archive.root, target),
         commit=commit,
         branch=branch,
         warnings=tuple(warnings),
@@ -619,28 +620,6 @@ def plan_promote(
 
 
 # ---------------------------------------------------------------- doing it
-
-
-@contextlib.contextmanager
-def _signals(handler) -> Iterator[None]:
-    """Route SIGTERM / SIGHUP (and SIGINT when `handler` is SIG_IGN) through `handler` meanwhile; only
-    the main thread may install handlers, elsewhere this is a no-op."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    wanted = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
-    if handler is signal.SIG_IGN:
-        wanted.append(signal.SIGINT)
-    previous = {s: signal.signal(s, handler) for s in wanted}
-    try:
-        yield
-    finally:
-        for s, old in previous.items():
-            signal.signal(s, old)
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def check_evidence(plan: PromotePlan) -> None:
@@ -697,16 +676,9 @@ def commit_message(plan: PromotePlan) -> str:
 
 
 def _commit(repo, message: str, paths: list[Path]) -> str:
-    lifecycle.git(repo, "add", "--", *(str(p) for p in paths if p.exists()))
-    lifecycle.git(repo, "commit", "-q", "-m", message, "--", *(str(p) for p in paths))
+    git(repo, "add", "--", *(str(p) for p in paths if p.exists()))
+    git(repo, "commit", "-q", "-m", message, "--", *(str(p) for p in paths))
     return repo.head.commit.hexsha
-
-
-def _current_ref(repo) -> str:
-    """The branch to go back to, or the commit when HEAD is detached."""
-    if repo.head.is_detached:
-        return repo.head.commit.hexsha
-    return lifecycle.git(repo, "rev-parse", "--abbrev-ref", "HEAD").strip()
 
 
 def _check_unchanged(root: Path, plan: PromotePlan) -> None:
@@ -715,10 +687,10 @@ def _check_unchanged(root: Path, plan: PromotePlan) -> None:
             raise GrugError(f"{edit.path} changed since the plan was made; run promote again.")
 
 
-def _splice_and_gate(root: Path, plan: PromotePlan, progress: Callable[[str], None]) -> GateResult:
+def _splice_and_gate(txn, plan: PromotePlan, progress: Callable[[str], None]) -> GateResult:
     for edit in plan.edits:
-        lifecycle.write_bytes(root / edit.path, edit.new)
-    gate = run_gate(root, plan.starter, plan.tests, progress)
+        transaction.write(txn, edit.path, edit.new)
+    gate = run_gate(txn.root, plan.starter, plan.tests, progress)
     if not gate.ok:
         raise GateFailed(
             f"the gate's {gate.failed} failed after splicing {', '.join(plan.names)}; every touched file "
@@ -728,72 +700,40 @@ def _splice_and_gate(root: Path, plan: PromotePlan, progress: Callable[[str], No
     return gate
 
 
-def _land(repo, archive, plan: PromotePlan, undo: dict) -> str | None:
-    """After the gate: archive.yaml, the removal, the promotion commit. `undo` collects what to revert;
-    returns the commit's SHA (None without --commit)."""
+def _land(txn, repo, archive, plan: PromotePlan) -> str | None:
+    """After the gate: archive.yaml, the removal, the promotion commit (None without --commit)."""
     root = archive.root
     _record(archive, plan, archive_mod.CORE_PENDING, first=True)
     paths = [root / e.path for e in plan.edits] + [archive.path]
     if plan.delete:
-        undo["removed"] = lifecycle.remove_target(repo, root, plan.delete_target, plan.delete_tracked)
+        lifecycle.remove_target(txn, repo, plan.delete_target, plan.delete_tracked)
         if plan.delete_tracked:
             paths.append(root / plan.delete_target)
-            undo["staged"].append(root / plan.delete_target)
     if not plan.commit:
         return None
-    here = _current_ref(repo)
-    lifecycle.git(repo, "checkout", "-q", "-b", plan.branch)
-    undo["branch_from"] = here
-    undo["staged"] += paths
+    staged = [p.relative_to(root).as_posix() for p in paths]
+    transaction.note_git(txn, head=transaction.current_ref(repo), branch=plan.branch, staged=staged)
+    git(repo, "checkout", "-q", "-b", plan.branch)
     return _commit(repo, commit_message(plan), paths)
-
-
-def _rollback(repo, archive, plan: PromotePlan, undo: dict) -> list[str]:
-    """Undo everything in reverse order, deaf to further interrupts; keeps going past failures and
-    returns what it could not undo."""
-    failed = []
-    with _signals(signal.SIG_IGN):
-        if undo["branch_from"] is not None:
-            try:
-                lifecycle.git(repo, "checkout", "-q", undo["branch_from"])
-                lifecycle.git(repo, "branch", "-q", "-D", plan.branch)
-            except GrugError as error:
-                failed.append(str(error))
-        if undo["staged"]:
-            with contextlib.suppress(GrugError):
-                lifecycle.git(repo, "reset", "-q", "--", *(str(p) for p in undo["staged"]))
-        if undo["removed"] is not None:
-            target, tracked = plan.delete_target, plan.delete_tracked
-            failed += lifecycle.put_back(repo, archive.root, target, undo["removed"], tracked)
-        failed += lifecycle.restore_files(archive.root, undo["saved"])
-    return failed
 
 
 def promote(
     archive, plan: PromotePlan, progress: Callable[[str], None] = lambda message: None
 ) -> PromoteOutcome:
-    """Splice, gate, record, (delete), (commit). Any failure or interruption before the promotion commit
-    exists restores every touched file byte for byte, and re-raises."""
+    """Splice, gate, record, (delete), (commit), as one transaction: any failure or interruption
+    restores every touched file byte for byte (and the branch), and re-raises."""
     root = archive.root
-    repo = lifecycle.open_repo(root)
-    _check_unchanged(root, plan)
-    touched = [e.path for e in plan.edits] + [archive.path.relative_to(root).as_posix()]
-    undo = {"saved": lifecycle.snapshot(root, touched), "removed": None, "branch_from": None, "staged": []}
-    with _signals(_interrupt):
-        try:
-            gate = _splice_and_gate(root, plan, progress)
-            sha = _land(repo, archive, plan, undo)
-        except BaseException as error:
-            failed = _rollback(repo, archive, plan, undo)
-            if failed:
-                raise GrugError(
-                    f"promotion failed ({error}) and these could not be restored: {', '.join(failed)}; "
-                    "restore them from git."
-                ) from error
-            raise
-    if sha is None:
-        return PromoteOutcome(gate, archive_mod.CORE_PENDING, None, None, ())
-    return _record_sha(repo, archive, plan, gate, sha)
+    with transaction.transaction(root, f"grugctl promote {plan.id}") as txn:
+        _check_unchanged(root, plan)  # under the lock: a promotion that landed meanwhile shows here
+        if archive_mod.get_entry(archive_mod.load_archive(archive.path), plan.id).status != "active":
+            raise GrugError(f"{plan.id} is no longer active in archive.yaml; nothing was promoted.")
+        repo = transaction.open_repo(root)
+        transaction.touch(txn, [e.path for e in plan.edits] + [archive.path.relative_to(root).as_posix()])
+        gate = _splice_and_gate(txn, plan, progress)
+        sha = _land(txn, repo, archive, plan)
+        if sha is None:
+            return PromoteOutcome(gate, archive_mod.CORE_PENDING, None, None, ())
+        return _record_sha(repo, archive, plan, gate, sha)
 
 
 def _record_sha(repo, archive, plan: PromotePlan, gate: GateResult, sha: str) -> PromoteOutcome:

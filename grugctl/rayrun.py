@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from grugctl import records
 from grugctl.archive import Archive
+from grugctl.codediff import experiment_file
 from grugctl.errors import CHECK_FAILED, GrugError
 from grugctl.runner import (
     INTERRUPTED,
@@ -127,7 +128,12 @@ def run_on_ray(
     jobs = plan_jobs(archive, entry_ids, seeds, paired=paired, against=against)
     if not options.allow_dirty:
         refuse_dirty_tree(archive)
-    paths = {job.entry_id: runnable_entry(archive, job.entry_id).path for job in jobs}
+    paths = {
+        job.entry_id: experiment_file(archive.root, runnable_entry(archive, job.entry_id).path)
+        .relative_to(archive.root)
+        .as_posix()
+        for job in jobs
+    }
     # Provenance is taken once, before anything ships: it describes exactly the tree the workers get.
     sources = {entry: records.provenance(archive.root, path, archive.core) for entry, path in paths.items()}
     flags = child_options(steps=steps, smoke=smoke, mesh=mesh)

@@ -18,8 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from grugctl import hostjobs, records
+from grugctl import hostjobs, records, transaction
 from grugctl.archive import Archive, append_result, get_entry
+from grugctl.codediff import experiment_file
 from grugctl.errors import CHECK_FAILED, GrugError
 from grugctl.results import RESULT_KEYS
 
@@ -49,7 +50,7 @@ def runnable_entry(archive: Archive, entry_id: str):
             f"experiment '{entry_id}' is {entry.status}; only active experiments run "
             f"(`grugctl restore {entry_id}` brings it back)"
         )
-    if not (archive.root / entry.path).is_file():
+    if not experiment_file(archive.root, entry.path).is_file():
         raise GrugError(f"experiment '{entry_id}' has no file at {entry.path}; restore it or fix its path")
     return entry
 
@@ -130,24 +131,21 @@ def checked_results(results: dict, entry_id: str, where: str) -> dict:
 
 
 def record_run(archive: Archive, entry_id: str, record: dict) -> dict:
-    """Write the record, then its archive row; if the row cannot be written the record goes too, so a
-    row never points at nothing and no record lies around unlisted. Failed runs get their own name, so
-    a retry within the same second does not collide with its failed attempt."""
-    from grugctl.lifecycle import write_bytes
-
+    """Write the record and its archive row in one transaction: both land or neither, even across a
+    crash (`grugctl recover`), so a row never points at nothing and no record lies around unlisted.
+    Failed runs get their own name, so a retry within the same second does not collide with its
+    failed attempt."""
     failed = record.get("status") == "failed"
     suffix = f"-failed{record['attempt']}" if failed else ""
     path = records.record_path(entry_id, record["seed"], suffix=suffix)
     row = records.failure_row(record, path) if failed else records.summary_row(record, path)
-    target = archive.root / path
-    if target.exists():  # two runs of one seed within a second
-        raise GrugError(f"{path} already exists; wait a second and run again")
-    write_bytes(target, records.encode(record))
-    try:
+    with transaction.transaction(
+        archive.root, f"grugctl run {entry_id} (recording seed {record['seed']})"
+    ) as txn:
+        if (archive.root / path).exists():  # two runs of one seed within a second
+            raise GrugError(f"{path} already exists; wait a second and run again")
+        transaction.write(txn, path, records.encode(record))
         append_result(archive.path, entry_id, row)
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
     return row
 
 
@@ -155,7 +153,8 @@ def run_job(archive: Archive, job: Job, *, options: list[str], record: bool) -> 
     entry = runnable_entry(archive, job.entry_id)
     source = records.provenance(archive.root, entry.path, archive.core)
     out = scratch_path(archive, job.entry_id, job.seed)
-    command = child_command(archive.root / entry.path, out, seed=job.seed, options=options)
+    file = experiment_file(archive.root, entry.path)
+    command = child_command(file, out, seed=job.seed, options=options)
     marker = hostjobs.start_job(f"{job.entry_id} seed {job.seed}")
     try:
         code = run_child(command, archive.root, job.entry_id)
@@ -191,6 +190,8 @@ def run_experiments(
     """Run every job in order, recording each as soon as it succeeds; a failure stops the rest (what
     finished stays recorded). Smoke runs are recorded only when asked (`record=True`)."""
     record = not smoke if record is None else record
+    if record:  # refuse before training, not after it
+        transaction.refuse_if_interrupted(archive.root)
     jobs = plan_jobs(archive, entry_ids, seeds, paired=paired, against=against)
     options = child_options(steps=steps, smoke=smoke, mesh=mesh)
     finished: list[Finished] = []

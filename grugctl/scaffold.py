@@ -1,6 +1,6 @@
 """`grugctl new`: turn an idea's name into an experiment file copied from the starter (or another
-experiment) with a rewritten header, and register it in archive.yaml. Plans first, writes last, and
-leaves nothing half-done. Never prints, never imports JAX."""
+experiment) with a rewritten header, and register it in archive.yaml. Plans first, writes last, in
+one transaction: the file exists if and only if its entry does. Never prints, never imports JAX."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from grugctl import codediff
+from grugctl import codediff, transaction
 from grugctl.errors import GrugError
 
 NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -137,6 +137,7 @@ def plan_new(
     archive, idea: str, purpose: str | None, bucket: str | None = None, from_id: str | None = None
 ) -> NewPlan:
     """Everything `new` would do, checked, without writing anything."""
+    transaction.refuse_if_interrupted(archive.root)
     experiment_id, path = check_new(archive, idea, bucket, from_id)
     purpose = " ".join((purpose or "").split())
     if not purpose:
@@ -165,15 +166,13 @@ def plan_new(
 
 
 def create(archive, plan: NewPlan) -> None:
-    """Write the file, then register it; if registering fails, remove what was written."""
-    from grugctl.archive import add_entry
+    """Write the file and register it in one transaction; the refusals are made again under the lock,
+    so of two `new` with one id exactly one writes anything."""
+    from grugctl.archive import add_entry, load_archive
 
-    target = archive.root / plan.path
-    created = [d for d in reversed(target.parents) if not d.exists()]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(target, "x", encoding="utf-8") as handle:
-            handle.write(plan.source)
+    with transaction.transaction(archive.root, f"grugctl new {plan.id}") as txn:
+        check_new(load_archive(archive.path), plan.id, plan.bucket, plan.origin)
+        transaction.write(txn, plan.path, plan.source.encode("utf-8"))
         add_entry(
             archive.path,
             {
@@ -186,11 +185,3 @@ def create(archive, plan: NewPlan) -> None:
                 "base": plan.base,
             },
         )
-    except BaseException:
-        target.unlink(missing_ok=True)
-        for directory in reversed(created):
-            try:
-                directory.rmdir()
-            except OSError:
-                pass  # not empty: someone else wrote there meanwhile; leave their files alone
-        raise

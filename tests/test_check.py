@@ -22,7 +22,10 @@ from grugctl.results import RESULT_KEYS
 REPO = Path(__file__).resolve().parents[1]
 IDEA = "gelu-mlp"
 SILU, GELU = "jax.nn.silu(", "jax.nn.gelu("
-STATIC = ("schema", "tree", "records", "git", "contracts", "buckets", "drift", "lint", "smoke", "core tests")
+STATIC = (
+    "journal", "schema", "tree", "records", "git", "contracts", "buckets", "drift", "lint", "smoke",
+    "core tests",
+)  # fmt: skip
 TINY_TEST = "tests/test_grugformer_tiny.py"
 
 
@@ -77,8 +80,8 @@ def test_clean_repo_passes_fast_with_one_line_per_check(repo: Path):
     assert result.exit_code == 0, result.stdout
     lines = result.stdout.splitlines()
     assert [line.split()[1] for line in lines[:-1]] == [n.split()[0] for n in STATIC]
-    assert [line.split()[0] for line in lines[:-1]] == ["ok"] * 8 + ["skip"] * 2
-    assert lines[-1] == "10 checks: 8 passed, 2 skipped"
+    assert [line.split()[0] for line in lines[:-1]] == ["ok"] * 9 + ["skip"] * 2
+    assert lines[-1] == "11 checks: 9 passed, 2 skipped"
     assert "2 active experiments" in result.stdout and "1 experiment compared" in result.stdout
 
 
@@ -360,5 +363,5 @@ def test_full_check_passes_on_a_clean_repo(tmp_path: Path, monkeypatch):
     assert lines["smoke"].startswith("ok    smoke       1 experiment completed --smoke with every result key")
     assert lines["core"].startswith("ok    core tests  pytest: 1 passed in ")
     assert f"(narrowed to {TINY_TEST})" in lines["core"]
-    assert result.stdout.splitlines()[-1] == "10 checks: 10 passed"
+    assert result.stdout.splitlines()[-1] == "11 checks: 11 passed"
     assert "smoke: grugformer-starter (1/1) ..." in result.stderr
