@@ -23,8 +23,9 @@ import jax.numpy as jnp
 
 def _block_loss(h, lm_head, labels, weights, z_loss_weight, cap):
     """h [C, M] -> (sum over the block of weight * (lse - z[label] + z_w * lse^2), (z, softmax, lse)).
-    One exp pass over the [C, V] logits serves both the logsumexp and the softmax."""
-    z = jnp.einsum("cm,mv->cv", h, lm_head, preferred_element_type=jnp.float32)
+    One exp pass over the [C, V] logits serves both the logsumexp and the softmax. The matmul runs in
+    h's dtype (bf16 under mixed precision); the logits and everything after them are fp32."""
+    z = jnp.einsum("cm,mv->cv", h, lm_head.astype(h.dtype), preferred_element_type=jnp.float32)
     if cap is not None:
         z = cap * jnp.tanh(z / cap)
     z_max = jax.lax.stop_gradient(z.max(axis=-1, keepdims=True))
@@ -78,8 +79,11 @@ def blockwise_cross_entropy_fwd(h_blocks, lm_head, labels, weights, z_loss_weigh
         d_z = d_z.at[jnp.arange(y.shape[0]), y].add(-token_scale)
         if cap is not None:
             d_z = d_z * (1.0 - (z / cap) ** 2)  # tanh' expressed through the capped logits
-        d_h = jnp.einsum("cv,mv->cm", d_z, lm_head, preferred_element_type=jnp.float32)
-        d_lm_head = d_lm_head + jnp.einsum("cm,cv->mv", h, d_z, preferred_element_type=jnp.float32)
+        # Both gradient matmuls take their operands in h's dtype, like the forward one, and accumulate
+        # in fp32; d_lm_head is summed over blocks in fp32 before it reaches the fp32 parameter.
+        d_z_mm, lm_head_mm = d_z.astype(h.dtype), lm_head.astype(h.dtype)
+        d_h = jnp.einsum("cv,mv->cm", d_z_mm, lm_head_mm, preferred_element_type=jnp.float32)
+        d_lm_head = d_lm_head + jnp.einsum("cm,cv->mv", h, d_z_mm, preferred_element_type=jnp.float32)
         return (total + loss, d_lm_head), d_h.astype(h.dtype)
 
     init = (jnp.float32(0.0), jnp.zeros(lm_head.shape, jnp.float32))

@@ -33,6 +33,8 @@ from jax.sharding import PartitionSpec as P
 from grug_core.attention import AttentionMask, apply_rotary, attention
 from grug_core.sharding import constrain_activations
 
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
 
 @jax.tree_util.register_static
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +50,16 @@ class GrugConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     init_std: float = 0.02
+    # "bfloat16" runs the matmuls in bf16; parameters, optimizer state, the residual stream, norm
+    # statistics, the softmax and the loss stay fp32 either way.
+    compute_dtype: str = "float32"
 
     def __post_init__(self):
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(
+                f"compute_dtype={self.compute_dtype!r} is not supported; "
+                f"use one of {', '.join(COMPUTE_DTYPES)}"
+            )
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}"
@@ -161,8 +171,10 @@ def mlp(params: BlockParams, x: jax.Array) -> jax.Array:
     # Dots on [B*S, M] rather than [B, S, M]: XLA:CPU runs this MLP's forward and backward ~1.5x faster
     # (bench/train_step.py), and the reshape is free on every backend.
     tokens = x.reshape(-1, x.shape[-1])
-    hidden = jax.nn.silu(tokens @ params.w_gate) * (tokens @ params.w_up)  # [B*S, F]
-    return (hidden @ params.w_down).reshape(x.shape)
+    # The weights follow the activations' dtype, so the caller's compute dtype sets the matmul precision.
+    w_gate, w_up, w_down = (w.astype(x.dtype) for w in (params.w_gate, params.w_up, params.w_down))
+    hidden = jax.nn.silu(tokens @ w_gate) * (tokens @ w_up)  # [B*S, F]
+    return (hidden @ w_down).reshape(x.shape)
 
 
 def block(
@@ -170,21 +182,24 @@ def block(
 ) -> jax.Array:
     B, S, M = x.shape
     H, K, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    h = rms_norm(x, params.attn_norm, cfg.norm_eps).reshape(B * S, M)  # flat tokens: see mlp
-    q = apply_rotary((h @ params.attn.w_q.reshape(M, H * D)).reshape(B, S, H, D), positions, cfg.rope_theta)
-    k = apply_rotary((h @ params.attn.w_k.reshape(M, K * D)).reshape(B, S, K, D), positions, cfg.rope_theta)
-    v = (h @ params.attn.w_v.reshape(M, K * D)).reshape(B, S, K, D)
+    # Matmul inputs are cast to compute_dtype on use; the residual stream x stays fp32, so the
+    # additions below promote each bf16 branch back to fp32 (autocast's rule).
+    attn = jax.tree.map(lambda w: w.astype(cfg.compute_dtype), params.attn)
+    h = rms_norm(x, params.attn_norm, cfg.norm_eps).astype(cfg.compute_dtype).reshape(B * S, M)  # see mlp
+    q = apply_rotary((h @ attn.w_q.reshape(M, H * D)).reshape(B, S, H, D), positions, cfg.rope_theta)
+    k = apply_rotary((h @ attn.w_k.reshape(M, K * D)).reshape(B, S, K, D), positions, cfg.rope_theta)
+    v = (h @ attn.w_v.reshape(M, K * D)).reshape(B, S, K, D)
     attended = attention(q, k, v, mask).reshape(B * S, H * D)
-    x = x + (attended @ params.attn.w_o.reshape(H * D, M)).reshape(B, S, M)
+    x = x + (attended @ attn.w_o.reshape(H * D, M)).reshape(B, S, M)
     x = constrain_activations(x)
-    x = x + mlp(params, rms_norm(x, params.mlp_norm, cfg.norm_eps))
+    x = x + mlp(params, rms_norm(x, params.mlp_norm, cfg.norm_eps).astype(cfg.compute_dtype))
     return constrain_activations(x)
 
 
 def forward(
     params: GrugParams, tokens: jax.Array, cfg: GrugConfig, mask: AttentionMask | None = None
 ) -> jax.Array:
-    """tokens [B, S] int -> final hidden states [B, S, M] (normed, before the LM head)."""
+    """tokens [B, S] int -> final hidden states [B, S, M] in compute_dtype (normed, before the LM head)."""
     seq_len = tokens.shape[1]
     if seq_len > cfg.max_seq_len:
         raise ValueError(f"sequence length {seq_len} exceeds max_seq_len={cfg.max_seq_len}")
@@ -193,7 +208,7 @@ def forward(
     x = constrain_activations(params.token_embed[tokens])
     for block_params in params.blocks:
         x = block(block_params, x, cfg, mask, positions)
-    return rms_norm(x, params.final_norm, cfg.norm_eps)
+    return rms_norm(x, params.final_norm, cfg.norm_eps).astype(cfg.compute_dtype)
 
 
 def logits(
@@ -202,4 +217,5 @@ def logits(
     """[B, S, V] logits; for inference and tests. Training uses loss.next_token_loss, which never
     materialises them."""
     hidden = forward(params, tokens, cfg, mask)
-    return jnp.einsum("bsm,mv->bsv", hidden, params.lm_head)
+    lm_head = params.lm_head.astype(hidden.dtype)
+    return jnp.einsum("bsm,mv->bsv", hidden, lm_head, preferred_element_type=jnp.float32)

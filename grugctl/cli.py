@@ -817,6 +817,10 @@ def recover_command(
 
 def _run_line(done) -> str:
     row = done.row
+    if row.get("status") == "failed":
+        code = "died" if row["exit_code"] is None else f"exit code {row['exit_code']}"
+        where = f"; recorded in {row['record']} with its log tail" if done.recorded else ""
+        return f"{done.entry_id} seed {row['seed']} attempt {row['attempt']} FAILED ({code}){where}"
     reached = "target not reached"
     if row["steps_to_target"] is not None:
         tokens, seconds = row["tokens_to_target"], row["time_to_target_s"]
@@ -845,26 +849,56 @@ def run_command(
     record: bool | None = typer.Option(
         None, "--record/--no-record", help="Record each run (default: yes, except for --smoke runs)."
     ),
+    mesh: str | None = typer.Option(
+        None, "--mesh", help="Device mesh of each run, e.g. data=4,model=2 (default: every local device)."
+    ),
+    ray: bool = typer.Option(False, "--ray", help="Run every (experiment, seed) as a task on Ray."),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="An existing Ray cluster (implies --ray; default: a new local one)."
+    ),
+    cpus_per_run: float = typer.Option(1.0, "--cpus-per-run", min=0, help="CPUs each Ray task asks for."),
+    gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", min=0, help="GPUs each Ray task asks for."),
+    retries: int = typer.Option(0, "--retries", min=0, help="Resubmit a failed Ray task this many times."),
+    allow_dirty: bool = typer.Option(
+        False, "--allow-dirty", help="Ship an uncommitted tree to Ray (its patch is recorded)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the runs' summary rows as JSON on stdout."),
     archive_path: ArchiveOption = None,
 ) -> None:
     """Train experiments in child processes; record each run under runs/<id>/ and in archive.yaml.
 
     Each record holds the code (commit, file and core ids, any uncommitted patch), config, machine,
-    and curves; `grugctl compare` and `grugctl plot` read them. Progress streams on stderr.
+    mesh, whether the machine ran other runs at once, and curves; `grugctl compare` and `grugctl plot`
+    read them. Progress streams on stderr. With --ray every (experiment, seed) is a Ray task, the
+    tree ships to the workers, results are recorded as they come back, and failed tasks are recorded
+    with their log tail and retried.
 
     Example: grugctl run relu-squared --seeds 5 --paired --steps 200
+
+    Example: grugctl run relu-squared grugformer-starter --seeds 4 --ray --cpus-per-run 2 --retries 1
     """
     from grugctl import runner
 
     archive = _load_archive(archive_path)
     show = None if as_json else (lambda done: _say(_run_line(done)))
-    finished = guarded(
-        lambda: runner.run_experiments(
-            archive, entry_ids, seeds=list(range(seed, seed + seeds)), steps=steps, smoke=smoke,
-            record=record, paired=paired, against=against, on_finished=show,
-        )
+    common = dict(
+        seeds=list(range(seed, seed + seeds)), steps=steps, smoke=smoke, record=record, paired=paired,
+        against=against, mesh=mesh, on_finished=show,
     )  # fmt: skip
+    ray_only = {
+        "--retries": retries != 0, "--allow-dirty": allow_dirty, "--cpus-per-run": cpus_per_run != 1.0,
+        "--gpus-per-run": gpus_per_run != 0.0,
+    }  # fmt: skip
+    if not (ray or ray_address) and any(ray_only.values()):
+        given = ", ".join(name for name, used in ray_only.items() if used)
+        raise fail(f"{given} only apply to Ray runs; add --ray (or --ray-address ADDRESS)")
+    if ray or ray_address:
+        from grugctl import rayrun
+
+        options = rayrun.RayOptions(ray_address, cpus_per_run, gpus_per_run, retries, allow_dirty)
+        finished = guarded(lambda: rayrun.run_on_ray(archive, entry_ids, options, **common))
+    else:
+        finished = guarded(lambda: runner.run_experiments(archive, entry_ids, **common))
     if as_json:
         _json_out([{"id": done.entry_id, "recorded": done.recorded, **done.row} for done in finished])
     elif any(done.recorded for done in finished):

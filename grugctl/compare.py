@@ -1,8 +1,9 @@
 """`grugctl compare`: is an experiment better than its baseline, metric by metric, with the evidence.
 
 Reads only archive.yaml's summary rows (records.summary_row). Rows that must not be mixed are left out
-and counted: smoke runs, runs of other code than the file now on disk, other step counts or configs,
-and, for wall-time metrics, other machines. Rows that share a `pair` id ran back to back on one machine
+and counted: failed runs, smoke runs, runs of other code than the file now on disk, other step counts or
+configs, and, for wall-time metrics, other machines and runs whose machine ran other runs at once
+(`shared_host`, set by hostjobs). Rows that share a `pair` id ran back to back on one machine
 with the same seed, and are compared with the paired t-test; otherwise Welch's t-test.
 """
 
@@ -90,7 +91,9 @@ def usable_rows(archive: Archive, entry_id: str, steps: int | None) -> tuple[lis
     code = current_code(archive, entry)
     rows, excluded = [], Counter()
     for row in entry.results:
-        if row.get("smoke"):
+        if row.get("status") == "failed":
+            excluded["failed run"] += 1
+        elif row.get("smoke"):
             excluded["smoke run"] += 1
         elif row.get("code") != code or code is None:
             excluded["other code than the current file"] += 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from grugctl.errors import GrugError
@@ -81,9 +81,9 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def record_path(entry_id: str, seed: int, when: float | None = None) -> str:
+def record_path(entry_id: str, seed: int, when: float | None = None, suffix: str = "") -> str:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when))
-    return f"{RUNS_DIR}/{entry_id}/{stamp}-seed{seed}.json"
+    return f"{RUNS_DIR}/{entry_id}/{stamp}-seed{seed}{suffix}.json"
 
 
 def _thin(points: list, limit: int) -> list:
@@ -98,8 +98,11 @@ def _round(value, digits: int):
     return None if value is None else round(value, digits)
 
 
-def build_record(results: dict, source: Provenance, *, entry_id: str, pair: str | None) -> dict:
-    """The compact record (a few KB) from the child's full results."""
+def build_record(
+    results: dict, source: Provenance, *, entry_id: str, pair: str | None, shared_host: bool = False
+) -> dict:
+    """The compact record (a few KB) from the child's full results. shared_host: another run was alive
+    on the same machine meanwhile (hostjobs), so its wall times are not a fair measurement."""
     curve = [
         {
             "step": point["step"],
@@ -118,16 +121,12 @@ def build_record(results: dict, source: Provenance, *, entry_id: str, pair: str 
         "smoke": bool(results.get("smoke")),
         "pair": pair,
         "date": results["date"],
-        "git": {
-            "commit": source.commit,
-            "dirty": source.dirty,
-            "experiment_blob": source.experiment_blob,
-            "core_tree": source.core_tree,
-            "patch": source.patch,
-        },
+        "git": asdict(source),
         "config": results["config"],
         "config_hash": config_hash(results["config"]),
         "host": results.get("host"),
+        "shared_host": shared_host,
+        "mesh": results.get("mesh"),
         "metrics": {
             "steps": results["steps"],
             "tokens": results["tokens"],
@@ -165,6 +164,49 @@ def summary_row(record: dict, path: str) -> dict:
         "code": source["experiment_blob"][:12],
         "config": record["config_hash"],
         "host": host.get("id"),
+    }
+    if record["pair"]:
+        row["pair"] = record["pair"]
+    if record["smoke"]:
+        row["smoke"] = True
+    if record.get("shared_host"):  # compare leaves such rows out of wall-time metrics
+        row["shared_host"] = True
+    row["date"] = record["date"]
+    row["record"] = path
+    return row
+
+
+def failure_record(
+    *, entry_id: str, seed: int, source: Provenance, pair: str | None, failure: dict, smoke: bool
+) -> dict:
+    """A run that did not finish: what ran, where, how it ended and the last lines it printed."""
+    return {
+        "version": RECORD_VERSION,
+        "experiment": entry_id,
+        "seed": seed,
+        "smoke": smoke,
+        "pair": pair,
+        "status": "failed",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "git": asdict(source),
+        "attempt": failure["attempt"],
+        "exit_code": failure["exit_code"],
+        "node": failure.get("node"),
+        "log_tail": failure["log_tail"],
+    }
+
+
+def failure_row(record: dict, path: str) -> dict:
+    """The archive row of a failed run: compare and check count it but never average it."""
+    source = record["git"]
+    row = {
+        "status": "failed",
+        "commit": source["commit"][:12] if source["commit"] else None,
+        "dirty": source["dirty"],
+        "seed": record["seed"],
+        "attempt": record["attempt"],
+        "exit_code": record["exit_code"],
+        "code": source["experiment_blob"][:12],
     }
     if record["pair"]:
         row["pair"] = record["pair"]

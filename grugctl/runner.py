@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from grugctl import records, transaction
+from grugctl import hostjobs, records, transaction
 from grugctl.archive import Archive, append_result, get_entry
 from grugctl.codediff import experiment_file
 from grugctl.errors import CHECK_FAILED, GrugError
@@ -87,11 +87,15 @@ def plan_jobs(
     return jobs
 
 
-def child_command(file: Path, out: Path, *, seed: int, steps: int | None, smoke: bool) -> list[str]:
-    command = [sys.executable, str(file), "--seed", str(seed), "--out", str(out)]
-    if steps is not None:
-        command += ["--steps", str(steps)]
-    return command + (["--smoke"] if smoke else [])
+def child_options(*, steps: int | None, smoke: bool, mesh: str | None) -> list[str]:
+    """The experiment file's flags that every seed shares (--seed and --out are per run)."""
+    options = [] if steps is None else ["--steps", str(steps)]
+    options += ["--mesh", mesh] if mesh else []
+    return options + (["--smoke"] if smoke else [])
+
+
+def child_command(file: Path, out: Path, *, seed: int, options: list[str]) -> list[str]:
+    return [sys.executable, str(file), "--seed", str(seed), "--out", str(out), *options]
 
 
 def run_child(command: list[str], cwd: Path, entry_id: str) -> int:
@@ -115,18 +119,26 @@ def read_results(path: Path, entry_id: str) -> dict:
     except (OSError, ValueError) as error:
         message = f"'{entry_id}' exited 0 but its results file {path} is unreadable ({error})"
         raise GrugError(message, CHECK_FAILED) from None
+    return checked_results(results, entry_id, str(path))
+
+
+def checked_results(results: dict, entry_id: str, where: str) -> dict:
     missing = [key for key in RESULT_KEYS if key not in results]
     if missing:
-        message = f"'{entry_id}' wrote {path} without the keys {', '.join(missing)}; nothing recorded"
+        message = f"'{entry_id}' wrote {where} without the keys {', '.join(missing)}; nothing recorded"
         raise GrugError(message, CHECK_FAILED)
     return results
 
 
 def record_run(archive: Archive, entry_id: str, record: dict) -> dict:
     """Write the record and its archive row in one transaction: both land or neither, even across a
-    crash (`grugctl recover`), so a row never points at nothing and no record lies around unlisted."""
-    path = records.record_path(entry_id, record["seed"])
-    row = records.summary_row(record, path)
+    crash (`grugctl recover`), so a row never points at nothing and no record lies around unlisted.
+    Failed runs get their own name, so a retry within the same second does not collide with its
+    failed attempt."""
+    failed = record.get("status") == "failed"
+    suffix = f"-failed{record['attempt']}" if failed else ""
+    path = records.record_path(entry_id, record["seed"], suffix=suffix)
+    row = records.failure_row(record, path) if failed else records.summary_row(record, path)
     with transaction.transaction(
         archive.root, f"grugctl run {entry_id} (recording seed {record['seed']})"
     ) as txn:
@@ -137,13 +149,17 @@ def record_run(archive: Archive, entry_id: str, record: dict) -> dict:
     return row
 
 
-def run_job(archive: Archive, job: Job, *, steps: int | None, smoke: bool, record: bool) -> Finished:
+def run_job(archive: Archive, job: Job, *, options: list[str], record: bool) -> Finished:
     entry = runnable_entry(archive, job.entry_id)
     source = records.provenance(archive.root, entry.path, archive.core)
     out = scratch_path(archive, job.entry_id, job.seed)
     file = experiment_file(archive.root, entry.path)
-    command = child_command(file, out, seed=job.seed, steps=steps, smoke=smoke)
-    code = run_child(command, archive.root, job.entry_id)
+    command = child_command(file, out, seed=job.seed, options=options)
+    marker = hostjobs.start_job(f"{job.entry_id} seed {job.seed}")
+    try:
+        code = run_child(command, archive.root, job.entry_id)
+    finally:
+        shared_host = hostjobs.finish_job(marker)
     if code != 0:
         exit_code = code if code == 2 else CHECK_FAILED
         raise GrugError(
@@ -151,7 +167,7 @@ def run_job(archive: Archive, job: Job, *, steps: int | None, smoke: bool, recor
             exit_code,
         )
     built = records.build_record(
-        read_results(out, job.entry_id), source, entry_id=job.entry_id, pair=job.pair
+        read_results(out, job.entry_id), source, entry_id=job.entry_id, pair=job.pair, shared_host=shared_host
     )
     if record:
         return Finished(job.entry_id, record_run(archive, job.entry_id, built), True)
@@ -168,6 +184,7 @@ def run_experiments(
     record: bool | None = None,
     paired: bool = False,
     against: str | None = None,
+    mesh: str | None = None,
     on_finished=None,
 ) -> list[Finished]:
     """Run every job in order, recording each as soon as it succeeds; a failure stops the rest (what
@@ -176,10 +193,11 @@ def run_experiments(
     if record:  # refuse before training, not after it
         transaction.refuse_if_interrupted(archive.root)
     jobs = plan_jobs(archive, entry_ids, seeds, paired=paired, against=against)
+    options = child_options(steps=steps, smoke=smoke, mesh=mesh)
     finished: list[Finished] = []
     for job in jobs:
         try:
-            done = run_job(archive, job, steps=steps, smoke=smoke, record=record)
+            done = run_job(archive, job, options=options, record=record)
         except GrugError as error:
             if finished and any(f.recorded for f in finished):
                 error.args = (f"{error.args[0]}; {len(finished)} earlier run(s) were recorded",)

@@ -152,6 +152,22 @@ def test_markdown_and_text_tables(tmp_path):
     assert "better" in text and "\x1b[" not in text  # piped: no colour
 
 
+def test_rows_of_a_shared_host_count_for_quality_but_not_for_wall_time(tmp_path):
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    add_rows(root, STARTER, BASELINE)
+    add_rows(root, IDEA, CANDIDATE)
+    add_rows(root, IDEA, CANDIDATE[:2], shared_host=True)  # e.g. two Ray tasks on one machine
+    failed = {"status": "failed", "seed": 7, "attempt": 1, "exit_code": 1, "code": code_of(root, IDEA)}
+    archive.append_result(root / "archive.yaml", IDEA, failed)
+    comparison = compare_json(root, "--metric", "val_bpb", "--metric", "tokens_per_s")
+    assert comparison["excluded_candidate"] == {"failed run": 1}
+    val_bpb, tokens_per_s = comparison["metrics"]
+    assert val_bpb["n_candidate"] == 7 and not val_bpb["left_out"]
+    assert tokens_per_s["n_candidate"] == 5
+    assert tokens_per_s["left_out"] == {"host ran other jobs at once": 2}
+
+
 def test_archive_status_is_a_leaderboard(tmp_path):
     root = make_repo(tmp_path)
     new_experiment(root, IDEA, "--bucket", "mlp")

@@ -7,7 +7,7 @@ train loop below calls these copies, so an edit stays local and `grugctl diff` s
 
 Run:  grugctl run grugformer-starter        (records results in archive.yaml)
       python experiments/speedrun/grugformer_starter/grugformer_speedrun.py [--steps N] [--seed S]
-          [--out results.json] [--smoke] [--data DIR]
+          [--out results.json] [--smoke] [--data DIR] [--mesh data=D,model=M] [--distributed]
 Diff: grugctl diff grugformer-starter
 """
 
@@ -42,8 +42,15 @@ from grug_core.attention import (
 )
 from grug_core.data import CorpusMissing, batches, eval_batches
 from grug_core.loss import blockwise_cross_entropy, split_into_blocks
-from grug_core.model import BlockParams, GrugConfig, GrugParams, init_parameters
-from grug_core.sharding import constrain_activations
+from grug_core.model import BlockParams, GrugConfig, GrugParams, init_parameters, parameter_specs
+from grug_core.sharding import (
+    check_placement,
+    constrain_activations,
+    parse_mesh,
+    put_batch,
+    shard,
+    training_mesh,
+)
 
 # ---------------------------------------------------------------- config
 
@@ -80,18 +87,20 @@ class SpeedrunConfig:
     seed: int = 0
 
 
+# Small, but every dimension the mesh splits (batch, model dim, kv heads, F, V) divides 8, so a smoke
+# run also exercises a data x model mesh on 8 devices.
 SMOKE = SpeedrunConfig(
     model=GrugConfig(
         vocab_size=256,
         hidden_dim=32,
         intermediate_dim=64,
         num_layers=2,
-        num_heads=2,
-        num_kv_heads=1,
-        head_dim=16,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=8,
         max_seq_len=32,
     ),
-    batch_size=4,
+    batch_size=8,
     seq_len=32,
     steps=2,
     warmup_steps=1,
@@ -129,8 +138,10 @@ def mlp(params: BlockParams, x: jax.Array) -> jax.Array:
     # Dots on [B*S, M] rather than [B, S, M]: XLA:CPU runs this MLP's forward and backward ~1.5x faster
     # (bench/train_step.py), and the reshape is free on every backend.
     tokens = x.reshape(-1, x.shape[-1])
-    hidden = jax.nn.silu(tokens @ params.w_gate) * (tokens @ params.w_up)  # [B*S, F]
-    return (hidden @ params.w_down).reshape(x.shape)
+    # The weights follow the activations' dtype, so the caller's compute dtype sets the matmul precision.
+    w_gate, w_up, w_down = (w.astype(x.dtype) for w in (params.w_gate, params.w_up, params.w_down))
+    hidden = jax.nn.silu(tokens @ w_gate) * (tokens @ w_up)  # [B*S, F]
+    return (hidden @ w_down).reshape(x.shape)
 
 
 def block(
@@ -138,21 +149,24 @@ def block(
 ) -> jax.Array:
     B, S, M = x.shape
     H, K, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    h = rms_norm(x, params.attn_norm, cfg.norm_eps).reshape(B * S, M)  # flat tokens: see mlp
-    q = apply_rotary((h @ params.attn.w_q.reshape(M, H * D)).reshape(B, S, H, D), positions, cfg.rope_theta)
-    k = apply_rotary((h @ params.attn.w_k.reshape(M, K * D)).reshape(B, S, K, D), positions, cfg.rope_theta)
-    v = (h @ params.attn.w_v.reshape(M, K * D)).reshape(B, S, K, D)
+    # Matmul inputs are cast to compute_dtype on use; the residual stream x stays fp32, so the
+    # additions below promote each bf16 branch back to fp32 (autocast's rule).
+    attn = jax.tree.map(lambda w: w.astype(cfg.compute_dtype), params.attn)
+    h = rms_norm(x, params.attn_norm, cfg.norm_eps).astype(cfg.compute_dtype).reshape(B * S, M)  # see mlp
+    q = apply_rotary((h @ attn.w_q.reshape(M, H * D)).reshape(B, S, H, D), positions, cfg.rope_theta)
+    k = apply_rotary((h @ attn.w_k.reshape(M, K * D)).reshape(B, S, K, D), positions, cfg.rope_theta)
+    v = (h @ attn.w_v.reshape(M, K * D)).reshape(B, S, K, D)
     attended = attention(q, k, v, mask).reshape(B * S, H * D)
-    x = x + (attended @ params.attn.w_o.reshape(H * D, M)).reshape(B, S, M)
+    x = x + (attended @ attn.w_o.reshape(H * D, M)).reshape(B, S, M)
     x = constrain_activations(x)
-    x = x + mlp(params, rms_norm(x, params.mlp_norm, cfg.norm_eps))
+    x = x + mlp(params, rms_norm(x, params.mlp_norm, cfg.norm_eps).astype(cfg.compute_dtype))
     return constrain_activations(x)
 
 
 def forward(
     params: GrugParams, tokens: jax.Array, cfg: GrugConfig, mask: AttentionMask | None = None
 ) -> jax.Array:
-    """tokens [B, S] int -> final hidden states [B, S, M] (normed, before the LM head)."""
+    """tokens [B, S] int -> final hidden states [B, S, M] in compute_dtype (normed, before the LM head)."""
     seq_len = tokens.shape[1]
     if seq_len > cfg.max_seq_len:
         raise ValueError(f"sequence length {seq_len} exceeds max_seq_len={cfg.max_seq_len}")
@@ -161,7 +175,7 @@ def forward(
     x = constrain_activations(params.token_embed[tokens])
     for block_params in params.blocks:
         x = block(block_params, x, cfg, mask, positions)
-    return rms_norm(x, params.final_norm, cfg.norm_eps)
+    return rms_norm(x, params.final_norm, cfg.norm_eps).astype(cfg.compute_dtype)
 
 
 # ---------------------------------------------------------------- loss (copy of grug_core.loss)
@@ -275,19 +289,22 @@ def flops_per_token(cfg: SpeedrunConfig) -> float:
     return 6 * matmul_params + attention_flops
 
 
-def train(cfg: SpeedrunConfig, data_dir: Path | None, progress) -> dict:
+def train(cfg: SpeedrunConfig, data_dir: Path | None, progress, mesh: jax.sharding.Mesh) -> dict:
+    """Train on `mesh`: the batch split over "data", parameters (and so the AdamW moments) placed by
+    grug_core's parameter_specs. One device is the 1x1 mesh; the losses match to fp32 rounding."""
     tx = optimizer(cfg.peak_lr, cfg.steps, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay)
-    params = init_parameters(cfg.model, jax.random.key(cfg.seed))
-    opt_state = tx.init(params)
+    params = shard(init_parameters(cfg.model, jax.random.key(cfg.seed)), parameter_specs(cfg.model), mesh)
+    opt_state = tx.init(params)  # zeros_like keeps each parameter's sharding
     train_data = batches("train", cfg.batch_size, cfg.seq_len, cfg.seed, data_dir=data_dir)
     eval_set = eval_batches("val", cfg.batch_size, cfg.seq_len, cfg.eval_batches, data_dir)
-    eval_set = [jnp.asarray(tokens) for tokens in eval_set]
+    eval_set = [put_batch(tokens, mesh) for tokens in eval_set]
 
     compile_start = time.perf_counter()
-    first = jnp.asarray(next(train_data))
-    step_fn = jax.jit(train_step, static_argnums=(3, 4), donate_argnums=(0, 1))
-    step_fn = step_fn.lower(params, opt_state, first, cfg, tx).compile()
-    eval_fn = jax.jit(eval_loss, static_argnums=2).lower(params, eval_set[0], cfg).compile()
+    first = put_batch(next(train_data), mesh)
+    with jax.set_mesh(mesh):  # constrain_activations pins activations to the mesh while tracing
+        step_fn = jax.jit(train_step, static_argnums=(3, 4), donate_argnums=(0, 1))
+        step_fn = step_fn.lower(params, opt_state, first, cfg, tx).compile()
+        eval_fn = jax.jit(eval_loss, static_argnums=2).lower(params, eval_set[0], cfg).compile()
     compile_seconds = time.perf_counter() - compile_start
 
     tokens_per_step = cfg.batch_size * cfg.seq_len
@@ -298,7 +315,7 @@ def train(cfg: SpeedrunConfig, data_dir: Path | None, progress) -> dict:
         params, opt_state, loss = step_fn(params, opt_state, tokens)
         loss = float(loss)  # waits for the step, so the timing below is honest
         train_seconds += time.perf_counter() - start
-        tokens = jnp.asarray(next(train_data))
+        tokens = put_batch(next(train_data), mesh)
         if step % train_every == 0 or step == cfg.steps:
             train_curve.append([step, round(loss, 4)])
         last_bpb = curve[-1]["val_bpb"] if curve else None
@@ -436,15 +453,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="results JSON (default: runs/<id>/<time>-seed<S>.json)")
     parser.add_argument("--smoke", action="store_true", help="tiny config, 2 steps: checks the file runs")
     parser.add_argument("--data", type=Path, help="a folder of .txt files instead of Shakespeare")
+    parser.add_argument(
+        "--mesh",
+        default="",
+        help="device mesh, e.g. data=4,model=2 (default: every local device the batch splits over, on data)",
+    )
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="multi-host: call jax.distributed.initialize() first (start this file once per host)",
+    )
     args = parser.parse_args(argv)
+    if args.distributed:
+        # On SLURM, Open MPI and Cloud TPU, JAX finds the coordinator and this process's id itself;
+        # elsewhere pass coordinator_address, num_processes and process_id here. jax.devices() then
+        # spans every host, and the default mesh with it.
+        jax.distributed.initialize()
 
     cfg = dataclasses.replace(SMOKE if args.smoke else SpeedrunConfig(), seed=args.seed)
     if args.steps is not None:
         cfg = dataclasses.replace(cfg, steps=args.steps, eval_every=min(cfg.eval_every, args.steps))
     experiment_id = os.environ.get("GRUG_EXPERIMENT_ID") or Path(__file__).parent.name.replace("_", "-")
+    try:
+        mesh = training_mesh(cfg.batch_size, *(parse_mesh(args.mesh) if args.mesh else (None, 1)))
+        shapes = jax.eval_shape(init_parameters, cfg.model, jax.random.key(0))
+        check_placement(shapes, parameter_specs(cfg.model), mesh)
+    except ValueError as error:  # a mesh that does not fit the devices, the batch or a parameter
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     host = host_fingerprint()  # before training: the load average says how busy the machine was
     try:
-        summary = train(cfg, args.data, make_progress(cfg))
+        summary = train(cfg, args.data, make_progress(cfg), mesh)
     except CorpusMissing as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -460,11 +499,14 @@ def main(argv: list[str] | None = None) -> int:
         "jax_version": jax.__version__,
         "platform": f"{jax.default_backend()} ({platform.machine()}, {len(jax.devices())} devices)",
         "host": host,
+        "mesh": dict(mesh.shape),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     # By hand, full results go to the git-ignored scratch folder; `grugctl run` writes the tracked record.
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     out = args.out or Path("runs") / ".scratch" / experiment_id / f"{stamp}-seed{cfg.seed}.json"
+    if jax.process_index() != 0:  # every host trained the same global run; one writes it
+        return 0
     write_json_atomically(out, results)
     reached = summary["time_to_target_s"]
     target = f"{reached:.1f} s" if reached is not None else "not reached"

@@ -1,0 +1,34 @@
+"""Every benchmark's --quick mode runs to the end and prints its figures (the numbers themselves are
+measured by hand and kept in bench/README.md; here they only have to be there and be finite)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+NUMBER = r"[0-9][0-9,]*(?:\.[0-9]+)?"
+
+
+def run_quick(name: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / name), "--quick"], capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("train_step.py", [r"bf16 matrix units: ", rf"grug_core bf16 {NUMBER} tok/s, fp32 {NUMBER} tok/s"]),
+        ("mesh.py", [rf"1 device \(data=1,model=1\): {NUMBER} tok/s", rf"4x2 \(data=4,model=2\): {NUMBER}"]),
+        ("ray_runs.py", [rf"sequential \(grugctl run\): {NUMBER} s", rf"overhead [+-]{NUMBER} s a task"]),
+    ],
+)
+def test_quick_mode_prints_its_figures(name, expected):
+    output = run_quick(name)
+    for pattern in expected:
+        assert re.search(pattern, output), output
