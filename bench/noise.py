@@ -9,6 +9,7 @@ their data order and initialisation, so their measured differences are usually q
 
     python bench/noise.py                      # the starter's recorded runs
     python bench/noise.py --id relu-squared --steps 200
+    python bench/noise.py --code 7dc3d0a79d23  # the starter's five recorded seeds at 432b036
     python bench/noise.py --quick              # the same, for the test suite (reads only the archive)
 """
 
@@ -28,8 +29,10 @@ ALPHA = 0.01
 METRICS = ("val_bpb", "steps_to_target", "tokens_to_target", "time_to_target_s", "tokens_per_s")
 
 
-def noise_table(loaded, entry_id: str, steps: int | None, seed_counts: tuple[int, ...]) -> list[str]:
-    rows, steps, excluded = compare.usable_rows(loaded, entry_id, steps)
+def noise_table(
+    loaded, entry_id: str, steps: int | None, seed_counts: tuple[int, ...], code: str | None = None
+) -> list[str]:
+    rows, steps, excluded = compare.usable_rows(loaded, entry_id, steps, code)
     lines = [f"{entry_id}: {len(rows)} usable runs at {steps} steps (left out: {dict(excluded) or 'none'})"]
     header = "| metric | n | mean | sd | sd / mean |" + "".join(f" MDE {n} pairs |" for n in seed_counts)
     lines += [header, "|" + " --- |" * (5 + len(seed_counts))]
@@ -51,12 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--archive", type=Path, default=ROOT / "archive.yaml")
     parser.add_argument("--id", default=None, help="experiment id (default: the starter)")
     parser.add_argument("--steps", type=int, default=None, help="runs of this length (default: newest)")
+    parser.add_argument("--code", help="rows of this file version (a row's `code`), not the file on disk")
     parser.add_argument("--quick", action="store_true", help="the same figures; kept for the test suite")
     args = parser.parse_args(argv)
     loaded = archive.load_archive(args.archive)
     entry_id = args.id or loaded.starter
     counts = (5,) if args.quick else (5, 10)
-    print("\n".join(noise_table(loaded, entry_id, args.steps, counts)))
+    print("\n".join(noise_table(loaded, entry_id, args.steps, counts, args.code)))
     print(f"MDE: smallest relative effect found with power 0.8 at alpha {ALPHA} (paired t, sd_diff = √2·sd)")
     return 0
 

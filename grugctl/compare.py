@@ -84,11 +84,13 @@ def current_code(archive: Archive, entry) -> str | None:
     return coded[-1] if coded else None
 
 
-def usable_rows(archive: Archive, entry_id: str, steps: int | None) -> tuple[list[dict], int | None, Counter]:
-    """The rows that measure the current code at one step count and config, and why the rest were left out.
-    steps=None takes the newest usable row's step count."""
+def usable_rows(
+    archive: Archive, entry_id: str, steps: int | None, code: str | None = None
+) -> tuple[list[dict], int | None, Counter]:
+    """The rows that measure the current code (or the file version `code` names) at one step count and
+    config, and why the rest were left out. steps=None takes the newest usable row's step count."""
     entry = get_entry(archive, entry_id)
-    code = current_code(archive, entry)
+    code = code or current_code(archive, entry)
     rows, excluded = [], Counter()
     for row in entry.results:
         if row.get("status") == "failed":
