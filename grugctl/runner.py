@@ -72,10 +72,10 @@ def plan_jobs(
             runnable_entry(archive, entry_id)
         return [Job(entry_id, seed) for entry_id in entry_ids for seed in seeds]
     baseline = against or archive.starter
-    if baseline in entry_ids:
-        raise GrugError(
-            f"'{baseline}' is the baseline of --paired; name only the candidates to run against it"
-        )
+    # Naming the baseline too (`run relu-squared grugformer-starter --paired`) means the same run.
+    entry_ids = list(dict.fromkeys(entry_id for entry_id in entry_ids if entry_id != baseline))
+    if not entry_ids:
+        raise GrugError(f"'{baseline}' is the baseline of --paired; name the experiment(s) to pair with it")
     for entry_id in [baseline, *entry_ids]:
         runnable_entry(archive, entry_id)
     session = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

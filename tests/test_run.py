@@ -147,7 +147,18 @@ def test_the_crossing_is_interpolated_between_evaluations_and_evaluation_densifi
 def test_paired_runs_alternate_the_baseline_and_mark_the_pairs(tmp_path):
     root = make_repo(tmp_path)
     new_experiment(root, "wider-mlp", "--bucket", "mlp")
-    args = ["run", "wider-mlp", "--paired", "--seeds", "2", "--smoke", "--record", "--json"]
+    # Naming the baseline as well is the same paired run.
+    args = [
+        "run",
+        "wider-mlp",
+        "grugformer-starter",
+        "--paired",
+        "--seeds",
+        "2",
+        "--smoke",
+        "--record",
+        "--json",
+    ]
     result = _invoke(root, args)
     assert result.exit_code == 0, result.output
     runs = json.loads(result.stdout)
@@ -170,7 +181,7 @@ def test_paired_needs_a_runnable_baseline_and_against_needs_paired(tmp_path):
     before = (root / "archive.yaml").read_bytes()
     for args, words in [
         (["run", "wider-mlp", "--against", "grugformer-starter"], "add --paired"),
-        (["run", "grugformer-starter", "--paired"], "is the baseline of --paired"),
+        (["run", "grugformer-starter", "--paired"], "name the experiment(s) to pair with it"),
         (["run", "wider-mlp", "--paired", "--against", "nope"], "no experiment 'nope'"),
     ]:
         result = _invoke(root, args)
