@@ -1,5 +1,6 @@
 """One way for tests to get a real git repository that is a copy of this one: core, experiments,
-archive, core tests, README, .gitignore and pyproject, committed once by a test identity."""
+archive and its run records, core tests, README, .gitignore and pyproject, committed once by a test
+identity."""
 
 import shutil
 from pathlib import Path
@@ -24,6 +25,8 @@ def make_repo(tmp_path: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "runs", "results*.json", ".grugctl_cache")
     for name in ("grug_core", "experiments"):
         shutil.copytree(REPO / name, root / name, ignore=ignore)
+    # The tracked run records travel with a clone, as archive.yaml's rows expect; scratch runs do not.
+    shutil.copytree(REPO / "runs", root / "runs", ignore=shutil.ignore_patterns(".scratch"))
     for name in ("archive.yaml", "pyproject.toml", "README.md", ".gitignore"):
         shutil.copy2(REPO / name, root / name)
     (root / "tests").mkdir()

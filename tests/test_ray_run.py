@@ -117,7 +117,7 @@ def test_two_experiments_two_seeds_land_while_a_broken_one_is_recorded_failed_an
     # Workers never touched the repository: only the driver's records and archive rows are new.
     status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True)
     changed = sorted(line[3:] for line in status.stdout.splitlines())
-    assert changed == ["archive.yaml", "runs/"]
+    assert changed[0] == "archive.yaml" and changed[1:] and all(p.startswith("runs/") for p in changed[1:])
 
 
 def test_a_dirty_tree_is_refused_before_anything_ships(tmp_path):

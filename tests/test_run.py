@@ -71,10 +71,12 @@ def test_grugctl_run_smoke_records_every_seed_with_a_tracked_record(tmp_path):
 def test_smoke_runs_stay_out_of_the_records_unless_asked(tmp_path):
     root = make_repo(tmp_path)
     before = (root / "archive.yaml").read_bytes()
+    records = root / "runs" / "grugformer-starter"
+    records_before = sorted(records.iterdir())
     result = _invoke(root, ["run", "grugformer-starter", "--smoke", "--json"])
     assert result.exit_code == 0, result.output
     assert (root / "archive.yaml").read_bytes() == before
-    assert not (root / "runs" / "grugformer-starter").exists()
+    assert sorted(records.iterdir()) == records_before
     (summary,) = json.loads(result.stdout)
     assert summary["recorded"] is False and summary["record"].startswith("runs/.scratch/")
     # The child's full results (kept in the ignored scratch folder) hold every key grugctl relies on.
@@ -147,6 +149,7 @@ def test_the_crossing_is_interpolated_between_evaluations_and_evaluation_densifi
 def test_paired_runs_alternate_the_baseline_and_mark_the_pairs(tmp_path):
     root = make_repo(tmp_path)
     new_experiment(root, "wider-mlp", "--bucket", "mlp")
+    rows_before = {entry_id: len(entry.get("results") or []) for entry_id, entry in experiments(root).items()}
     # Naming the baseline as well is the same paired run.
     args = [
         "run",
@@ -169,10 +172,8 @@ def test_paired_runs_alternate_the_baseline_and_mark_the_pairs(tmp_path):
     assert runs[0]["pair"] == runs[1]["pair"] != runs[2]["pair"] == runs[3]["pair"]
     assert runs[0]["host"] == runs[1]["host"]
     for entry_id in ("grugformer-starter", "wider-mlp"):
-        assert [r["pair"] for r in experiments(root)[entry_id]["results"]] == [
-            runs[0]["pair"],
-            runs[2]["pair"],
-        ]
+        new_rows = experiments(root)[entry_id]["results"][rows_before[entry_id] :]
+        assert [r["pair"] for r in new_rows] == [runs[0]["pair"], runs[2]["pair"]]
 
 
 def test_paired_needs_a_runnable_baseline_and_against_needs_paired(tmp_path):
