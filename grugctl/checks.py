@@ -145,7 +145,7 @@ def check_tree(archive: archive_mod.Archive, report: dict) -> CheckResult:
     problems = _kinds(report, "missing-file", "deleted-file-exists", "unregistered-file", "outside-repo")
     owners: dict[str, list[str]] = {}
     for entry in archive.experiments.values():
-        owners.setdefault(archive_mod._norm(entry.path), []).append(entry.id)
+        owners.setdefault(archive_mod.norm_path(entry.path), []).append(entry.id)
     problems += [
         f"{', '.join(ids)} share the path {path}; give each entry its own file"
         for path, ids in owners.items()

@@ -20,10 +20,9 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
-from grugctl.archive import get_entry
+from grugctl.archive import BUCKETS, get_entry
 from grugctl.errors import GrugError
 
-BUCKETS = ("attention", "mlp", "block", "loss", "optimizer")
 MODULE_BUCKETS = {"attention": "attention", "model": "block", "loss": "loss", "optim": "optimizer"}
 # Names whose bucket differs from their module's.
 NAME_BUCKETS = {("model", "mlp"): "mlp"}

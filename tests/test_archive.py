@@ -211,7 +211,7 @@ def test_whole_document_edit_and_region_edit_agree(tmp_path):
     archive.set_fields(fast, "sliding-window", issue="7", status="deleted")
 
     def edit(doc):
-        archive._write_fields(doc["experiments"]["sliding-window"], {"issue": "7", "status": "deleted"})
+        archive.write_fields(doc["experiments"]["sliding-window"], {"issue": "7", "status": "deleted"})
 
     archive.update_archive(whole, edit)
     assert fast.read_text() == whole.read_text()
