@@ -9,8 +9,6 @@ from typing import Any
 from grugctl.archive.reader import experiments_span
 from grugctl.archive.schema import FIELDS
 
-# ---------------------------------------------------------------- keeping comments where a person put them
-
 
 def is_block(value: Any) -> bool:
     from ruamel.yaml.comments import CommentedMap, CommentedSeq

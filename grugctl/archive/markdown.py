@@ -13,8 +13,6 @@ from grugctl.archive.schema import ID_RE, REQUIRED, SHA_FIELDS, SHA_LEN, STATUSE
 from grugctl.archive.store import add_entries, clean_entry
 from grugctl.errors import GrugError
 
-# ---------------------------------------------------------------- import from a marin-style grug-archive.md
-
 MD_FIELDS = {
     "path": "path", "origin": "origin", "introduced": "introduced", "last known-good": "last_known_good",
     "last known good": "last_known_good", "status": "status", "purpose": "purpose", "notes": "notes",

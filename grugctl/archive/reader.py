@@ -3,6 +3,8 @@
 
 Reading composes YAML nodes with libyaml (PyYAML's C parser): ruamel's pure-Python parser takes ~2.7 s on
 a 1,000-entry archive, libyaml ~0.1 s, and its nodes still carry line:column for error messages.
+Anchors and aliases are refused (neither people nor grugctl need them, and an alias bomb would expand
+without bound), and so are repeated keys at every depth.
 """
 
 from __future__ import annotations

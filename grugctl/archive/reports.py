@@ -19,8 +19,6 @@ from grugctl.archive.schema import (
 )
 from grugctl.errors import GrugError
 
-# ---------------------------------------------------------------- what the commands ask for
-
 
 def entry_dict(entry: Entry) -> dict:
     """An entry as JSON-ready data, keys in FIELDS order."""

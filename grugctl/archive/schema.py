@@ -83,9 +83,6 @@ class Archive:
     experiments: dict[str, Entry]  # in file order
 
 
-# ---------------------------------------------------------------- field rules (shared by reader and writers)
-
-
 def _text(value: str) -> str:
     return value
 

@@ -1,15 +1,12 @@
-"""Writing archive.yaml: every edit re-reads and validates under the transaction, edits a ruamel round-trip
-document, validates the exact bytes it would write, and replaces the file atomically.
+"""Writing archive.yaml. Every write goes through _rewrite: inside a transaction (grugctl/transaction.py:
+the repository lock, a journal, atomic replacement), re-read and validate, edit a ruamel round-trip
+document (comments, key order and blank lines survive), validate the exact bytes that would be written
+with the reader, then replace the file. A UTF-8 BOM and CRLF line endings the file had are kept.
 
-Every write goes through _rewrite: inside a transaction (grugctl/transaction.py: the repository lock,
-a journal, atomic replacement), re-read and validate, edit a ruamel round-trip document (comments, key
-order and blank lines survive), validate the exact text that would be written with the reader, then
-replace the file. A UTF-8 BOM and CRLF line endings the file had are kept. Anchors and aliases are
-refused (neither people nor grugctl need them, and an alias bomb would expand without bound), and so
-are repeated keys at every depth. update_archive edits the whole
-document; update_entries (behind set_fields, add_entry, append_result) round-trips only the lines of
-the entries it touches, since ruamel needs ~5 s for a whole 1,000-entry archive, and falls back to the
-whole document whenever the splice cannot be proven to leave every other entry as it was.
+update_archive edits the whole document; update_entries (behind set_fields, add_entry, append_result)
+round-trips only the lines of the entries it touches, since ruamel needs ~5 s for a whole 1,000-entry
+archive, and falls back to the whole document whenever the splice cannot be proven to leave every other
+entry as it was.
 """
 
 from __future__ import annotations
@@ -41,8 +38,6 @@ from grugctl.archive.schema import (
     kind_of,
 )
 from grugctl.errors import GrugError
-
-# ---------------------------------------------------------------- writing
 
 BOM = b"\xef\xbb\xbf"
 # Python's splitlines also breaks at these, libyaml counts some of them as line breaks: a file holding
