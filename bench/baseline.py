@@ -4,6 +4,7 @@ same validation target on the same data, next to the starter speedrun itself, in
 
     python bench/baseline.py               # both runs at the starter's default config (~10 min)
     python bench/baseline.py --steps 300   # shorter
+    python bench/baseline.py --quick       # 10 steps each: checks the script runs
 """
 
 # Axes: B batch, S sequence, M model dim, H heads, D head dim, V vocab.
@@ -34,6 +35,8 @@ STARTER = (
 def starter_config():
     spec = importlib.util.spec_from_file_location("grugformer_speedrun", STARTER)
     module = importlib.util.module_from_spec(spec)
+    # dataclasses looks the defining module up in sys.modules while building SpeedrunConfig.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module.SpeedrunConfig()
 
@@ -125,9 +128,10 @@ def run_starter(steps: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, help="steps for both runs (default: the starter's)")
+    parser.add_argument("--quick", action="store_true", help="10 steps each: checks the script runs")
     args = parser.parse_args()
     cfg = starter_config()
-    steps = args.steps or cfg.steps
+    steps = 10 if args.quick else args.steps or cfg.steps
     print(f"target val_bpb {cfg.target_val_bpb}; {steps} steps of {cfg.batch_size}x{cfg.seq_len} tokens each")
     for name, result in (
         ("grugformer starter", run_starter(steps)),

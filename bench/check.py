@@ -6,7 +6,7 @@ would leave them), all committed and registered with origin, base and introduced
 processes: cold (no .grugctl_cache, no .ruff_cache: a fresh clone, e.g. CI) and warm (the second run
 onwards, what a developer sees). The target is --fast under 2 s.
 
-Run: .venv/bin/python bench/check.py [--entries 1000] [--repeats 3]
+Run: .venv/bin/python bench/check.py [--entries 1000] [--repeats 3] [--quick]
 """
 
 from __future__ import annotations
@@ -105,7 +105,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="40 entries, one repeat: checks the script runs")
     args = parser.parse_args()
+    if args.quick:
+        args.entries, args.repeats = 40, 1
     check = [*grugctl_command(), "check", "--fast"]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -4,7 +4,7 @@ Builds a throwaway git repository with N experiment files (most committed and pr
 then times fresh processes, so interpreter start, imports, YAML parsing, git and rendering all count.
 The target is status < 1 s; importing JAX alone is the yardstick for "feels like a compute tool".
 
-Run: .venv/bin/python bench/cli.py [--entries 1000] [--repeats 5]
+Run: .venv/bin/python bench/cli.py [--entries 1000] [--repeats 5] [--quick]
 """
 
 from __future__ import annotations
@@ -94,7 +94,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="40 entries, one repeat: checks the script runs")
     args = parser.parse_args()
+    if args.quick:
+        args.entries, args.repeats = 40, 1
     grugctl = grugctl_command()
     env_note = f"python {sys.version.split()[0]}, {os.cpu_count()} cpus"
     with tempfile.TemporaryDirectory() as tmp:

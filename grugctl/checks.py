@@ -173,24 +173,30 @@ def unfilled_shas(archive: archive_mod.Archive) -> bool:
 
 
 def check_git(
-    archive: archive_mod.Archive, report: dict, filled: Iterable[tuple[str, str, str]] = ()
+    archive: archive_mod.Archive,
+    report: dict,
+    filled: Iterable[tuple[str, str, str]] = (),
+    dry_run: bool = False,
 ) -> CheckResult:
+    """Every SHA is a commit. An empty SHA git could fill is a warning, not a failure: `new` cannot know
+    the commit that will introduce the file, and committing it must not make the next check fail."""
     problems = _kinds(report, "no-git", "unknown-sha")
-    notes = []
+    notes, fillable = [], []
     if not problems and unfilled_shas(archive):
         try:
             fillable, uncommitted = archive_mod.resolve_archive(archive.path, dry_run=True)
         except GrugError as error:
-            fillable, uncommitted = [], []
+            uncommitted = []
             problems.append(str(error))
-        problems += [
-            f"{entry_id}.{name} is empty but git knows it ({sha}); run `grugctl check --fix`"
-            for entry_id, name, sha in fillable
-        ]
         notes = [f"{len(uncommitted)} field(s) wait for a first commit"] if uncommitted else []
-    fixed = [f"filled {entry_id}.{name} = {sha}" for entry_id, name, sha in filled]
-    head = [f"--fix filled {len(fixed)} SHA(s) from git"] if fixed else []
-    result = _result("git", "; ".join([*head, "every SHA is a commit", *notes]), problems)
+    fillable = [
+        f"{entry_id}.{name} is empty but git knows it ({sha}); `grugctl check --fix` writes it"
+        for entry_id, name, sha in fillable
+    ]
+    verb = "would fill" if dry_run else "filled"
+    fixed = [f"{verb} {entry_id}.{name} = {sha}" for entry_id, name, sha in filled]
+    head = [f"--fix {verb} {len(fixed)} SHA(s) from git"] if fixed else []
+    result = _result("git", "; ".join([*head, "every SHA is a commit", *notes]), problems, fillable)
     return dataclasses.replace(result, details=(*fixed, *result.details))
 
 
@@ -410,7 +416,7 @@ def _core_at(inputs: _Inputs, then: dict[str, str] | None):
     return inputs.parsed[signature]
 
 
-def _facts(entry, record: dict, noverify: str | None) -> Facts:
+def _facts_from_verdict(entry, record: dict, noverify: str | None) -> Facts:
     return Facts(
         id=entry.id, path=entry.path, noverify=noverify, parse_error=record.get("parse_error"),
         missing=tuple(record.get("missing", ())), drift=tuple(record.get("drift", ())),
@@ -452,7 +458,10 @@ def analyse_experiments(archive: archive_mod.Archive, use_cache: bool = True) ->
     kept = {keys[i][0]: records.get(keys[i][0]) or cache[keys[i][0]] for i in files}
     if use_cache and (misses or len(kept) != len(cache)):
         save_cache(cache_file, logic, kept)
-    facts = {i: _facts(e, kept[keys[i][0]], noverify_reason(text or "")) for i, (e, _, text) in files.items()}
+    facts = {
+        i: _facts_from_verdict(e, kept[keys[i][0]], noverify_reason(text or ""))
+        for i, (e, _, text) in files.items()
+    }
     compared = sum(1 for i in files if keys[i][1] is not None)
     return Analysis(facts, surface, core_error, starter_error, compared, len(files) - len(misses))
 
@@ -667,6 +676,7 @@ def run_checks(
     fast: bool = False,
     fix: bool = False,
     *,
+    dry_run: bool = False,
     on_result: Callable[[CheckResult], None] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[CheckResult]:
@@ -675,8 +685,9 @@ def run_checks(
     filled = []
     if fix and unfilled_shas(archive):
         with contextlib.suppress(GrugError):  # no git: the git check says so
-            filled = archive_mod.resolve_archive(archive.path)[0]
-        archive = archive_mod.load_archive(archive.path)
+            filled = archive_mod.resolve_archive(archive.path, dry_run=dry_run)[0]
+        if not dry_run:
+            archive = archive_mod.load_archive(archive.path)
     results: list[CheckResult] = []
 
     def emit(result: CheckResult) -> None:
@@ -691,7 +702,7 @@ def run_checks(
         emit(check_schema(archive, report))
         emit(check_tree(archive, report))
         emit(check_records(archive))
-        emit(check_git(archive, report, filled))
+        emit(check_git(archive, report, filled, dry_run))
         analysis = analyse_experiments(archive)
         emit(check_contracts(analysis))
         emit(check_buckets(archive, analysis))

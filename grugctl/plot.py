@@ -166,8 +166,10 @@ def write_plot(
     x_axis: str = "step",
     steps: int | None = None,
     against: str | None = None,
+    dry_run: bool = False,
 ) -> list[Curve]:
-    """Write `out` (.png or .html); the HTML page adds the comparison of each id with the baseline."""
+    """Write `out` (.png or .html); the HTML page adds the comparison of each id with the baseline.
+    A dry run loads and checks the curves it would draw and writes nothing."""
     from grugctl import comparerender
     from grugctl.transaction import write_bytes
 
@@ -175,6 +177,8 @@ def write_plot(
     if suffix not in (".png", ".html"):
         raise GrugError(f"--out {out} must end in .png or .html")
     curves = load_curves(archive, entry_ids, metric, x_axis, steps)
+    if dry_run:
+        return curves
     image = png(curves, metric, x_axis)
     if suffix == ".png":
         data = image

@@ -35,9 +35,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from grugctl import archive as archive_mod
-from grugctl import codediff, compare, gitinfo, lifecycle, transaction
+from grugctl import codediff, compare, gitinfo, lifecycle, records, transaction
 from grugctl.compare import Comparison
 from grugctl.errors import CHECK_FAILED, GrugError
 from grugctl.transaction import git
@@ -275,7 +276,7 @@ def _helpers(experiment: codediff.Module, changes: list[codediff.Change], names:
     return [n for n in experiment.definitions if n in used]
 
 
-def _homes(experiment, core, names: list[str], helpers: list[str]) -> dict[str, str]:
+def _target_modules(experiment, core, names: list[str], helpers: list[str]) -> dict[str, str]:
     """Definition or helper -> the core module (stem) it goes into."""
     spare = set(helpers)
     home = {n: core.owner[n] for n in names}
@@ -341,11 +342,18 @@ def _imports_for(experiment, core, moved: list[str], target: codediff.Module, ow
     return list(statements.values())
 
 
+@dataclass(frozen=True)
+class Spliced:
+    text: str  # the module after the splice
+    names: tuple[str, ...]  # definitions replaced and helpers inserted
+    imports: tuple[str, ...]  # import statements added
+
+
 def splice(
     text: str, filename: str, experiment, core, names: list[str], helpers: list[str], own: str
-) -> tuple[str, list[str], list[str]]:
-    """(new text, definitions spliced, imports added): `names` replaced by the experiment's source where
-    `text` defines them, `helpers` inserted before their first use, missing imports added."""
+) -> Spliced:
+    """`names` replaced by the experiment's source where `text` defines them, `helpers` inserted before
+    their first use, missing imports added."""
     done = []
     for name in names:
         current = codediff.parse_module(text, filename)
@@ -372,7 +380,7 @@ def splice(
             raise GrugError(
                 f"splicing {name} into {filename} went wrong; nothing was written, please report it."
             )
-    return text, done, statements
+    return Spliced(text, tuple(done), tuple(statements))
 
 
 def sort_imports(root: Path, rel: str, original: str, text: str) -> str:
@@ -468,15 +476,23 @@ def _git_checks(repo, archive, entry, paths: list[Path], target: str | None, com
     if commit:
         if gitinfo.resolve_shas(repo, [f"refs/heads/{branch}"])[f"refs/heads/{branch}"] is not None:
             raise GrugError(f"branch {branch} already exists; delete it or merge it before promoting again.")
-        dirty = [p for p in paths if gitinfo.is_dirty(repo, [p])]
+        dirty = [p for p in paths if p not in _bookkeeping(archive) and gitinfo.is_dirty(repo, [p])]
         if dirty:
             names = ", ".join(p.relative_to(root).as_posix() for p in dirty)
             raise GrugError(f"--commit would also commit uncommitted changes in {names}; commit them first.")
     return last, warnings
 
 
-def _dirty_outside_tests(repo, root: Path) -> bool:
-    spec = [str(root), f":(exclude){root / TESTS_DIR}"]
+def _bookkeeping(archive) -> list[Path]:
+    """What grugctl itself writes as it goes (results rows, resolved SHAs, run records): never "your
+    uncommitted changes", and committed with the promotion so its evidence travels with it."""
+    return [archive.path, archive.root / records.RUNS_DIR]
+
+
+def _dirty_outside_tests(repo, archive) -> bool:
+    root = archive.root
+    skip = [root / TESTS_DIR, *_bookkeeping(archive)]
+    spec = [str(root), *(f":(exclude){path}" for path in skip)]
     return bool(git(repo, "status", "--porcelain", "--untracked-files=all", "--", *spec).strip())
 
 
@@ -510,9 +526,20 @@ def _with_tests(test_args: list[str], test_files: list[str]) -> list[str]:
     return test_args + [f for f in test_files if f.endswith(".py") and not selected(f)]
 
 
-def _sources(archive, experiment_id: str, allow_dirty: bool):
-    """(entry, repo, experiment module, starter module, starter file, core), after the refusals that
-    need no diff."""
+@dataclass(frozen=True)
+class Sources:
+    """What a promotion reads before it diffs anything."""
+
+    entry: archive_mod.Entry
+    repo: Any  # git.Repo
+    experiment: codediff.Module
+    starter: codediff.Module
+    starter_file: Path
+    core: codediff.Core
+
+
+def _sources(archive, experiment_id: str, allow_dirty: bool) -> Sources:
+    """The experiment, the starter and the core, after the refusals that need no diff."""
     entry = _refuse_entry(archive, experiment_id)
     if archive.starter is None:
         raise GrugError("archive.yaml names no starter, so promote has none to update; set `starter:` there.")
@@ -520,7 +547,7 @@ def _sources(archive, experiment_id: str, allow_dirty: bool):
     repo = transaction.open_repo(archive.root)
     if not gitinfo.has_commits(repo):
         raise GrugError("the repository has no commits yet; commit the experiment first.")
-    if not allow_dirty and _dirty_outside_tests(repo, archive.root):
+    if not allow_dirty and _dirty_outside_tests(repo, archive):
         raise GrugError(
             "the working tree has uncommitted changes; commit or stash them, or pass --allow-dirty."
         )
@@ -528,7 +555,8 @@ def _sources(archive, experiment_id: str, allow_dirty: bool):
     starter_entry = archive.experiments[archive.starter]
     starter = codediff.read_module(archive.root, starter_entry.path, "the starter's")
     starter_file = codediff.experiment_file(archive.root, starter_entry.path)
-    return entry, repo, experiment, starter, starter_file, codediff.load_core(archive.root / archive.core)
+    core = codediff.load_core(archive.root / archive.core)
+    return Sources(entry, repo, experiment, starter, starter_file, core)
 
 
 def _choice_warnings(
@@ -557,32 +585,24 @@ def _choice_warnings(
     return warnings
 
 
-def _core_edits(archive, experiment, core, names, helpers, home) -> tuple[list[FileEdit], dict, dict]:
-    """(edits, module file -> definitions spliced, module file -> imports added) for the core."""
-    edits, modules, imports = [], {}, {}
+def _spliced_file(
+    root: Path, rel: str, experiment, core, names, helpers, own: str
+) -> tuple[FileEdit, Spliced]:
+    """One file's edit: the splice, with its imports sorted as ruff would when it added any."""
+    old = (root / rel).read_bytes()
+    spliced = splice(old.decode("utf-8"), rel, experiment, core, names, helpers, own)
+    text = sort_imports(root, rel, old.decode("utf-8"), spliced.text) if spliced.imports else spliced.text
+    return FileEdit(rel, old, text.encode("utf-8")), spliced
+
+
+def _core_edits(archive, experiment, core, names, helpers, home) -> dict[str, tuple[FileEdit, Spliced]]:
+    """Core module file -> its edit and what was spliced into it."""
+    edits = {}
     for stem in dict.fromkeys(home[n] for n in names + helpers):
         rel = f"{Path(archive.core).as_posix()}/{stem}.py"
-        old = (archive.root / rel).read_bytes()
         mine = [n for n in names if home[n] == stem], [h for h in helpers if home[h] == stem]
-        text, done, added = splice(
-            old.decode("utf-8"), rel, experiment, core, *mine, f"{core.package}.{stem}"
-        )
-        if added:
-            text = sort_imports(archive.root, rel, old.decode("utf-8"), text)
-        edits.append(FileEdit(rel, old, text.encode("utf-8")))
-        modules[rel], imports[rel] = tuple(done), tuple(added)
-    return edits, modules, imports
-
-
-def _starter_edit(archive, starter_file: Path, experiment, core, names, helpers):
-    """(the starter's edit or None, definitions updated, imports added)."""
-    rel = starter_file.relative_to(archive.root).as_posix()
-    old = starter_file.read_bytes()
-    text, done, added = splice(old.decode("utf-8"), rel, experiment, core, names, helpers, "")
-    if added:
-        text = sort_imports(archive.root, rel, old.decode("utf-8"), text)
-    edit = FileEdit(rel, old, text.encode("utf-8")) if text.encode("utf-8") != old else None
-    return edit, done, added
+        edits[rel] = _spliced_file(archive.root, rel, experiment, core, *mine, f"{core.package}.{stem}")
+    return edits
 
 
 def plan_promote(
@@ -604,23 +624,36 @@ def plan_promote(
     only = [n.strip() for n in only if n.strip()]
     if bucket is not None and bucket not in codediff.BUCKETS:
         raise GrugError(f"unknown bucket {bucket!r}; use one of {', '.join(codediff.BUCKETS)}.")
-    entry, repo, experiment, starter, starter_file, core = _sources(archive, experiment_id, allow_dirty)
+    sources = _sources(archive, experiment_id, allow_dirty)
+    entry, repo, experiment, starter, core = (
+        sources.entry,
+        sources.repo,
+        sources.experiment,
+        sources.starter,
+        sources.core,
+    )
     changes = codediff.diff_against_core(experiment, core, starter, experiment_id)
     drift, both = _core_moved(archive, entry, experiment, core)
     chosen = _select(experiment_id, changes, only, bucket, drift)
     names = [c.name for c in chosen]
     helpers = _helpers(experiment, changes, names)
     _harness_check(experiment, codediff.harness_names(starter, core), names + helpers)
-    home = _homes(experiment, core, names, helpers)
+    home = _target_modules(experiment, core, names, helpers)
     warnings = _choice_warnings(entry, changes, names, drift, both, experiment)
 
-    edits, modules, imports = _core_edits(archive, experiment, core, names, helpers, home)
+    core_edits = _core_edits(archive, experiment, core, names, helpers, home)
+    edits = [edit for edit, _ in core_edits.values()]
+    modules = {rel: spliced.names for rel, (_, spliced) in core_edits.items()}
+    imports = {rel: spliced.imports for rel, (_, spliced) in core_edits.items()}
     core_diff = "".join(_unified(e.path, e.old, e.new) for e in edits)
-    starter_edit, starter_done, added = _starter_edit(archive, starter_file, experiment, core, names, helpers)
-    if starter_edit is not None:
+    starter_rel = sources.starter_file.relative_to(archive.root).as_posix()
+    starter_edit, starter_spliced = _spliced_file(
+        archive.root, starter_rel, experiment, core, names, helpers, ""
+    )
+    if starter_edit.new != starter_edit.old:
         edits.append(starter_edit)
-        imports[starter_edit.path] = tuple(added)
-    missing = [n for n in names if n not in starter_done]
+        imports[starter_rel] = starter_spliced.imports
+    missing = [n for n in names if n not in starter_spliced.names]
     if missing:
         warnings.append(f"the starter holds no copy of {', '.join(missing)}, so only the core gets it.")
 
@@ -650,8 +683,8 @@ def plan_promote(
         imports={k: v for k, v in imports.items() if v},
         buckets=tuple(dict.fromkeys(c.bucket for c in chosen)),
         edits=tuple(edits),
-        starter=starter_file.relative_to(archive.root).as_posix(),
-        starter_names=tuple(starter_done),
+        starter=starter_rel,
+        starter_names=starter_spliced.names,
         core_diff=core_diff,
         tests=tuple(test_args),
         narrowed=narrowed,
@@ -762,7 +795,7 @@ def _land(txn, repo, archive, plan: PromotePlan, synced: Iterable[str] = ()) -> 
     """After the gate: archive.yaml, the removal, the promotion commit (None without --commit)."""
     root = archive.root
     _record(archive, plan, archive_mod.CORE_PENDING, first=True)
-    paths = [root / e.path for e in plan.edits] + [archive.path]
+    paths = [root / e.path for e in plan.edits] + [p for p in _bookkeeping(archive) if p.exists()]
     paths += [root / p for p in plan.test_files]
     paths += [codediff.experiment_file(root, archive.experiments[i].path) for i in synced]
     if plan.delete:

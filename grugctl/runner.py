@@ -174,6 +174,32 @@ def run_job(archive: Archive, job: Job, *, options: list[str], record: bool) -> 
     return Finished(job.entry_id, records.summary_row(built, out.relative_to(archive.root).as_posix()), False)
 
 
+def planned_runs(
+    archive: Archive,
+    entry_ids: list[str],
+    *,
+    seeds: list[int],
+    steps: int | None = None,
+    smoke: bool = False,
+    record: bool | None = None,
+    paired: bool = False,
+    against: str | None = None,
+    mesh: str | None = None,
+    on_finished=None,
+) -> list[dict]:
+    """What run_experiments would do, in its order, as JSON-ready rows: nothing runs, nothing is written."""
+    record = not smoke if record is None else record
+    options = child_options(steps=steps, smoke=smoke, mesh=mesh)
+    rows = []
+    for job in plan_jobs(archive, entry_ids, seeds, paired=paired, against=against):
+        file = experiment_file(archive.root, get_entry(archive, job.entry_id).path)
+        command = ["python", file.relative_to(archive.root).as_posix(), "--seed", str(job.seed), *options]
+        rows.append(
+            {"id": job.entry_id, "seed": job.seed, "pair": job.pair, "record": record, "command": command}
+        )
+    return rows
+
+
 def run_experiments(
     archive: Archive,
     entry_ids: list[str],

@@ -26,6 +26,10 @@ def run_quick(name: str) -> str:
         ("train_step.py", [r"bf16 matrix units: ", rf"grug_core bf16 {NUMBER} tok/s, fp32 {NUMBER} tok/s"]),
         ("mesh.py", [rf"1 device \(data=1,model=1\): {NUMBER} tok/s", rf"4x2 \(data=4,model=2\): {NUMBER}"]),
         ("ray_runs.py", [rf"sequential \(grugctl run\): {NUMBER} s", rf"overhead [+-]{NUMBER} s a task"]),
+        ("loss.py", [rf"fused: temp memory +{NUMBER} MiB, time +{NUMBER} s"]),
+        ("baseline.py", [rf"grugformer starter: .*final val_bpb {NUMBER}", rf"nanoGPT baseline: .*{NUMBER}"]),
+        ("cli.py", [rf"grugctl archive status +median +{NUMBER} s", r"archive set \(one write\) +median"]),
+        ("check.py", [rf"check --fast, cold caches +median +{NUMBER} s", r"check --fast, warm +median"]),
     ],
 )
 def test_quick_mode_prints_its_figures(name, expected):

@@ -205,14 +205,14 @@ def block(params, x):
 def test_splice_replaces_the_definition_inserts_helpers_before_use_and_adds_imports():
     core = codediff.load_core_sources("core", {"model": CORE_MODEL, "attention": CORE_ATTENTION})
     experiment = codediff.parse_module(EXPERIMENT)
-    text, done, added = promote.splice(
+    spliced = promote.splice(
         CORE_MODEL, "core/model.py", experiment, core, ["mlp"], ["relu_squared"], "core.model"
     )
     # comments above definitions travel with them; the helper lands before its first use; the import the
     # experiment had and the core definition from another module it now uses are both bound
-    assert text == SPLICED
-    assert done == ["mlp", "relu_squared"]
-    assert added == ["import numpy as np", "from core.attention import apply_rotary"]
+    assert spliced.text == SPLICED
+    assert spliced.names == ("mlp", "relu_squared")
+    assert spliced.imports == ("import numpy as np", "from core.attention import apply_rotary")
 
 
 def test_splice_refuses_a_helper_that_would_shadow_a_name():

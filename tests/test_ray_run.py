@@ -125,11 +125,14 @@ def test_a_dirty_tree_is_refused_before_anything_ships(tmp_path):
     starter = next((root / "experiments/speedrun/grugformer_starter").glob("*.py"))
     starter.write_text(starter.read_text() + "\n# an uncommitted edit\n")
     before = (root / "archive.yaml").read_bytes()
+    runs_before = sorted((root / "runs").rglob("*"))
     result = _invoke(root, ["run", STARTER, "--smoke", "--record", "--ray"])
     assert result.exit_code == 2
     assert "uncommitted changes (experiments/speedrun/grugformer_starter/" in result.output
     assert "--allow-dirty" in result.output
-    assert (root / "archive.yaml").read_bytes() == before and not (root / "runs").exists()
+    assert (root / "archive.yaml").read_bytes() == before and sorted(
+        (root / "runs").rglob("*")
+    ) == runs_before
 
 
 def test_commands_other_than_run_ray_import_neither_ray_nor_jax(tmp_path):

@@ -188,7 +188,7 @@ def test_results_recorded_before_a_sync_no_longer_count(moved):
     commit_all(root, "a run")
     rows, _, _ = compare.usable_rows(archive.load_archive(root / "archive.yaml"), "plain", None)
     assert len(rows) == 1
-    assert _invoke(root, ["sync", "plain"]).exit_code == 0
+    assert _invoke(root, ["sync", "plain", "--yes"]).exit_code == 0
     rows, _, excluded = compare.usable_rows(archive.load_archive(root / "archive.yaml"), "plain", None)
     assert rows == [] and excluded == {"other code than the current file": 1}
 

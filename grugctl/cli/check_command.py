@@ -35,6 +35,9 @@ def check_command(
     fast: bool = typer.Option(False, "--fast", help="Static checks only: no smoke runs, no core tests."),
     fix: bool = typer.Option(False, "--fix", help="First fill missing introduced/last_known_good from git."),
     as_json: bool = typer.Option(False, "--json", help="Print only JSON on stdout (for CI)."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="With --fix: say what it would fill; write nothing."
+    ),
     archive_path: ArchiveOption = None,
 ) -> None:
     """Run every repository check before a PR; one line per check.
@@ -47,6 +50,8 @@ def check_command(
     archive.yaml cannot be read.
 
     Example: grugctl check --fast
+
+    Example: grugctl check --fast --fix --dry-run
     """
     from dataclasses import asdict
 
@@ -55,7 +60,9 @@ def check_command(
     show = None if as_json else _render_check
     progress = lambda message: err.print(message, markup=False, highlight=False)
     results = guarded(
-        lambda: checks.run_checks(archive_path, fast=fast, fix=fix, on_result=show, progress=progress)
+        lambda: checks.run_checks(
+            archive_path, fast=fast, fix=fix, dry_run=dry_run, on_result=show, progress=progress
+        )
     )
     failed = [r.name for r in results if not r.ok]
     if as_json:

@@ -24,18 +24,21 @@ NO_COLOR = bool(os.environ.get("NO_COLOR")) or None
 out = Console(no_color=NO_COLOR, soft_wrap=True, markup=False, emoji=False, highlight=False)
 err = Console(stderr=True, no_color=NO_COLOR, soft_wrap=True, markup=False, emoji=False, highlight=False)
 
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     help="Scaffold, diff, run, promote and check experiments against grug_core.\n\n"
-    "Example: grugctl archive status",
+    "Example: grugctl archive status\n\n"
+    "Shell completion: grugctl --install-completion (or --show-completion bash to see the script).",
     no_args_is_help=True,
-    add_completion=False,
     rich_markup_mode=None,
+    context_settings=HELP_OPTIONS,
 )
 archive_app = typer.Typer(
     help="Read and edit archive.yaml, the experiments' paper trail.\n\n"
     "Example: grugctl archive status --json",
     no_args_is_help=True,
     rich_markup_mode=None,
+    context_settings=HELP_OPTIONS,
 )
 app.add_typer(archive_app, name="archive")
 
@@ -131,9 +134,12 @@ def say(text: str = "") -> None:
 
 
 def confirm(question: str, yes: bool) -> None:
-    """Ask on a terminal unless --yes; a pipe or CI goes ahead (such invocations are deliberate)."""
-    if yes or not sys.stdin.isatty():
+    """Ask on a terminal unless --yes. Without a terminal nobody can answer, so the command refuses:
+    a script that means it says --yes."""
+    if yes:
         return
+    if not sys.stdin.isatty():
+        raise fail(f"no terminal to answer '{question}'; pass --yes to go ahead (nothing changed)")
     if not typer.confirm(question, default=False):
         err.print("nothing changed", markup=False, highlight=False)
         raise typer.Exit(1)

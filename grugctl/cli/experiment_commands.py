@@ -67,6 +67,7 @@ def diff(
     bucket: str | None = typer.Option(None, "--bucket", help="Show only this bucket's definitions."),
     stat: bool = typer.Option(False, "--stat", help="One line per changed definition with +/- counts."),
     fmt: str = typer.Option("text", "--format", help="text, json, md (a PR comment) or html (side by side)."),
+    as_json: bool = typer.Option(False, "--json", help="The same as --format json."),
     output: Annotated[
         Path | None, typer.Option("--output", help="Write to this file instead of stdout.")
     ] = None,
@@ -79,6 +80,9 @@ def diff(
     """
     from grugctl import codediff, diffrender
 
+    if as_json and fmt not in ("text", "json"):
+        raise fail(f"--json and --format {fmt} ask for two formats; pass one of them.")
+    fmt = "json" if as_json else fmt
     if fmt not in diffrender.FORMATS:
         raise fail(f"unknown format {fmt!r}; use one of {', '.join(diffrender.FORMATS)}.")
     archive = load_archive_for(archive_path, reading=True)

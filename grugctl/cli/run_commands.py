@@ -41,6 +41,16 @@ def _run_line(done) -> str:
     )
 
 
+def _render_planned(planned: list[dict], as_json: bool) -> None:
+    if as_json:
+        json_out(planned)
+        return
+    for run in planned:
+        pair = f" (pair {run['pair']})" if run["pair"] else ""
+        kept = "recorded" if run["record"] else "not recorded"
+        say(f"would run {run['id']} seed {run['seed']}{pair}, {kept}: {' '.join(run['command'])}")
+
+
 @app.command("run")
 def run_command(
     entry_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="The experiment(s) to train.")],
@@ -71,6 +81,9 @@ def run_command(
         False, "--allow-dirty", help="Ship an uncommitted tree to Ray (its patch is recorded)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the runs' summary rows as JSON on stdout."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="List the runs, in order, with their commands; train and write nothing."
+    ),
     archive_path: ArchiveOption = None,
 ) -> None:
     """Train experiments in child processes; record each run under runs/<id>/ and in archive.yaml.
@@ -100,6 +113,9 @@ def run_command(
     if not (ray or ray_address) and any(ray_only.values()):
         given = ", ".join(name for name, used in ray_only.items() if used)
         raise fail(f"{given} only apply to Ray runs; add --ray (or --ray-address ADDRESS)")
+    if dry_run:
+        _render_planned(guarded(lambda: runner.planned_runs(archive, entry_ids, **common)), as_json)
+        return
     if ray or ray_address:
         from grugctl import rayrun
 
@@ -176,6 +192,7 @@ def plot_command(
     against: str | None = typer.Option(
         None, "--against", help="The HTML table's baseline (default: starter)."
     ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be drawn; write nothing."),
     archive_path: ArchiveOption = None,
 ) -> None:
     """Draw loss curves from run records: a mean curve per experiment, a band over its seeds, the target.
@@ -189,8 +206,15 @@ def plot_command(
     archive = load_archive_for(archive_path, reading=True)
     curves = guarded(
         lambda: plot.write_plot(
-            archive, entry_ids, out_path, metric=metric, x_axis=x_axis, steps=steps, against=against
+            archive,
+            entry_ids,
+            out_path,
+            metric=metric,
+            x_axis=x_axis,
+            steps=steps,
+            against=against,
+            dry_run=dry_run,
         )
     )
     drawn = ", ".join(f"{c.entry_id} ({c.seeds} seed{'s' * (c.seeds != 1)})" for c in curves)
-    err.print(f"wrote {out_path}: {drawn}", markup=False, highlight=False)
+    err.print(f"{'would write' if dry_run else 'wrote'} {out_path}: {drawn}", markup=False, highlight=False)
