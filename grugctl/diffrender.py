@@ -50,11 +50,18 @@ def summary(report: DiffReport) -> str:
 
 
 def _footer(report: DiffReport, color: bool) -> list[str]:
-    lines = [summary(report)]
-    lines += [_paint(f"warning: {w}", "yellow", color) for w in report.warnings]
+    return [summary(report)]
+
+
+def terminal_notes(report: DiffReport) -> list[str]:
+    """What the text and --stat formats leave to stderr (data on stdout, messages on stderr); the JSON,
+    Markdown and HTML documents carry these themselves."""
+    notes = [f"warning: {w}" for w in report.warnings]
     if report.closest is not None:
-        lines.append(f"closest existing experiment: {report.closest[0]} ({report.closest[1]} changed lines)")
-    return lines
+        notes.append(
+            f"note: closest existing experiment: {report.closest[0]} ({report.closest[1]} changed lines)"
+        )
+    return notes
 
 
 def render_text(report: DiffReport, color: bool = False) -> str:

@@ -493,7 +493,8 @@ def _dirty_outside_tests(repo, archive) -> bool:
     root = archive.root
     skip = [root / TESTS_DIR, *_bookkeeping(archive)]
     spec = [str(root), *(f":(exclude){path}" for path in skip)]
-    return bool(git(repo, "status", "--porcelain", "--untracked-files=all", "--", *spec).strip())
+    # Untracked files (a curves.png, a scratch note) are nothing promote could lose or commit, as for git.
+    return bool(git(repo, "status", "--porcelain", "--untracked-files=no", "--", *spec).strip())
 
 
 def _promoted_tests(repo, archive, entry) -> tuple[list[str], list[tuple[str, str]]]:

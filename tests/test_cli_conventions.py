@@ -95,10 +95,16 @@ def test_run_dry_run_lists_the_paired_order_and_trains_nothing(repo):
     assert text.stdout.startswith("would run wider-mlp seed 0, not recorded: python experiments/")
 
 
-def test_plot_dry_run_writes_nothing(repo, tmp_path):
+@pytest.fixture(scope="module")
+def recorded(repo):
     from test_plot import record_seeds
 
     record_seeds(repo, "wider-mlp", 0.02, seeds=2)
+    return repo
+
+
+def test_plot_dry_run_writes_nothing(recorded, tmp_path):
+    repo = recorded
     out = tmp_path / "curves.png"
     result = _invoke(repo, ["plot", "wider-mlp", "--out", str(out), "--dry-run"])
     assert result.exit_code == 0, result.output
@@ -118,3 +124,46 @@ def test_without_a_terminal_a_deleting_command_needs_yes(tmp_path):
     assert path.exists() and (root / "archive.yaml").read_bytes() == before
     assert _invoke(root, ["delete", "doomed", "--yes"]).exit_code == 0 and not path.exists()
     commit_all(root, "delete doomed")
+
+
+def test_plot_asks_before_overwriting_a_file(recorded, tmp_path):
+    repo = recorded
+    out = tmp_path / "mine.png"
+    out.write_bytes(b"someone's figure")
+    refused = _invoke(repo, ["plot", "wider-mlp", "--out", str(out)])
+    assert refused.exit_code == 2 and "pass --yes to go ahead" in refused.stderr
+    assert out.read_bytes() == b"someone's figure"
+    assert _invoke(repo, ["plot", "wider-mlp", "--out", str(out), "--yes"]).exit_code == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_diff_keeps_warnings_off_stdout(tmp_path):
+    from test_diff import surface_edit
+
+    root = make_repo(tmp_path)
+    path = new_experiment(root, "two-buckets", "--bucket", "mlp")
+    surface_edit(path, "mlp")
+    surface_edit(path, "next_token_loss")
+    commit_all(root, "two buckets")
+    result = _invoke(root, ["diff", "two-buckets"])
+    assert "change one bucket at a time" in result.stderr
+    assert "warning" not in result.stdout and "closest existing experiment" not in result.stdout
+    assert "── mlp" in result.stdout
+
+
+def test_piped_archive_show_is_neither_cut_nor_padded(repo):
+    long_notes = "a note " * 40 + "\nand a second line"
+    assert _invoke(repo, ["archive", "set", "wider-mlp", "--notes", long_notes]).exit_code == 0
+    shown = _invoke(repo, ["archive", "show", "wider-mlp"]).stdout
+    lines = shown.splitlines()
+    assert all(line == line.rstrip() for line in lines) and "…" not in shown
+    assert any(line.endswith(long_notes.splitlines()[0].rstrip()) for line in lines)
+    assert any(line.strip() == "and a second line" for line in lines)
+
+
+def test_untracked_files_do_not_block_promote(tmp_path):
+    root = make_repo(tmp_path)
+    new_experiment(root, "stray-file", "--bucket", "mlp")
+    (root / "curves.png").write_bytes(b"a plot nobody committed")
+    result = _invoke(root, ["promote", "stray-file", "--dry-run"])
+    assert "uncommitted changes" not in result.stderr, result.stderr

@@ -188,3 +188,43 @@ def test_paired_needs_a_runnable_baseline_and_against_needs_paired(tmp_path):
         result = _invoke(root, args)
         assert result.exit_code == 2 and words in result.output, (args, result.output)
     assert (root / "archive.yaml").read_bytes() == before
+
+
+# A test runner started in the background ignores SIGINT and children inherit that: restore the default
+# before becoming grugctl, as a shell does for a foreground job.
+DEFAULT_SIGINT_THEN_GRUGCTL = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'grugctl.cli', *sys.argv[1:]])"
+)
+
+
+def test_ctrl_c_during_a_run_prints_one_line_and_records_nothing(tmp_path):
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    root = make_repo(tmp_path)
+    before = (root / "archive.yaml").read_bytes()
+    args = ["run", "grugformer-starter", "--smoke", "--steps", "400", "--record"]
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DEFAULT_SIGINT_THEN_GRUGCTL, *args], cwd=root, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    training = lambda: [
+        p for p in psutil.Process(driver.pid).children() if "grugformer_speedrun.py" in " ".join(p.cmdline())
+    ]
+    deadline = time.time() + 60
+    while not training() and time.time() < deadline:
+        time.sleep(0.2)
+    assert training(), "the training child never started"
+    time.sleep(2)  # inside JAX: importing, compiling or training
+    os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C on a terminal does: the whole foreground group
+    stdout, stderr = driver.communicate(timeout=60)
+    assert driver.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
+    assert (
+        stderr.strip().splitlines()[-1] == "error: run of 'grugformer-starter' interrupted; nothing recorded"
+    )
+    assert stdout == "" and (root / "archive.yaml").read_bytes() == before

@@ -141,8 +141,6 @@ def archive_show(
 
     Example: grugctl archive show grugformer-starter --json
     """
-    from rich.table import Table
-
     from grugctl import archive
 
     path = find_archive_path(archive_path)
@@ -150,17 +148,23 @@ def archive_show(
     if as_json:
         json_out(data)
         return
-    table = Table.grid(padding=(0, 2))
+    rows = []
     for key, value in data.items():
         if key in ("results", "warnings"):
             continue
         shown = ("yes" if value else "missing") if key == "file_present" else "-" if value is None else value
-        table.add_row(Text(key, style="bold"), Text(str(shown)))
+        rows.append((key, str(shown)))
     for number, result in enumerate(data["results"], 1):
-        table.add_row(
-            Text(f"result {number}", style="bold"), Text(", ".join(f"{k}={v}" for k, v in result.items()))
-        )
-    out.print(table)
+        rows.append((f"result {number}", ", ".join(f"{k}={v}" for k, v in result.items())))
+    # Plain lines, not a rich table: piped output is never cut or padded to the terminal's width.
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        first, *more = value.split("\n")
+        line = Text(key, style="bold")
+        line.append(f"{' ' * (width - len(key) + 2)}{first}".rstrip())
+        out.print(line)
+        for continued in more:
+            out.print(f"{' ' * (width + 2)}{continued}".rstrip())
     warn([w["message"] for w in data["warnings"]])
 
 

@@ -89,6 +89,9 @@ def diff(
     report = guarded(lambda: codediff.diff_experiment(archive, experiment_id, against, bucket))
     color = output is None and fmt == "text" and out.is_terminal and not os.environ.get("NO_COLOR")
     text = diffrender.render(report, fmt, stat=stat, color=color)
+    if fmt == "text":
+        for note in diffrender.terminal_notes(report):
+            err.print(note, markup=False, highlight=False)
     if output is None:
         sys.stdout.write(text)
     else:

@@ -12,6 +12,7 @@ import typer
 from grugctl.cli.common import (
     ArchiveOption,
     app,
+    confirm,
     err,
     fail,
     guarded,
@@ -193,6 +194,7 @@ def plot_command(
         None, "--against", help="The HTML table's baseline (default: starter)."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be drawn; write nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Overwrite an existing --out file without asking."),
     archive_path: ArchiveOption = None,
 ) -> None:
     """Draw loss curves from run records: a mean curve per experiment, a band over its seeds, the target.
@@ -204,6 +206,8 @@ def plot_command(
     from grugctl import plot
 
     archive = load_archive_for(archive_path, reading=True)
+    if out_path.exists() and not dry_run:
+        confirm(f"Overwrite {out_path}?", yes)
     curves = guarded(
         lambda: plot.write_plot(
             archive,

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -520,4 +521,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        # One line, not JAX's traceback. grugctl forwards a second SIGINT, which must not reach JAX's
+        # atexit hooks; under grugctl (GRUG_EXPERIMENT_ID set) grugctl prints the line itself.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if "GRUG_EXPERIMENT_ID" not in os.environ:
+            print("interrupted; nothing written", file=sys.stderr)
+        sys.exit(130)
