@@ -53,15 +53,39 @@ def refuse_dirty_tree(archive: Archive) -> None:
         ":(top,exclude)runs",
     )  # fmt: skip
     if changed.strip():
-        first = changed.splitlines()[0][3:]
+        first, more = changed.splitlines()[0][3:], len(changed.splitlines()) - 1
+        which = f"{first} and {more} more" if more else first
         raise GrugError(
-            f"the working tree has uncommitted changes ({first} and {len(changed.splitlines()) - 1} more), "
+            f"the working tree has uncommitted changes ({which}), "
             "and --ray ships the tree to the workers; commit them, or pass --allow-dirty to ship and "
             "record the patch"
         )
 
 
+REACH_TIMEOUT_S = 5.0
+
+
+def refuse_unreachable(address: str) -> None:
+    """Ray retries an address it cannot reach for minutes, printing warnings; one TCP connect says it
+    at once. `auto` (the cluster this machine belongs to) is left to Ray."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT_S).close()
+    except OSError as error:
+        why = error.strerror or type(error).__name__
+        raise GrugError(
+            f"cannot reach a Ray cluster at {address} ({why}); check the address (`ray status` on the head "
+            "node prints it) or leave out --ray-address for a local instance"
+        ) from None
+
+
 def start_ray(archive: Archive, options: RayOptions):
+    if options.address is not None:
+        refuse_unreachable(options.address)
     if options.address is None:
         # On Linux Ray swaps 127.0.0.1 for the machine's routable address unless told it is not forming
         # a multi-machine cluster; this switch keeps every process of the local instance on loopback.

@@ -190,3 +190,17 @@ def test_ctrl_c_cancels_the_running_tasks_and_keeps_what_finished(tmp_path, ray_
     while children() and time.time() < deadline:
         time.sleep(0.5)
     assert not children()
+
+
+def test_an_unreachable_cluster_is_one_sentence_at_once(tmp_path):
+    root = make_repo(tmp_path)
+    before = (root / "archive.yaml").read_bytes()
+    start = time.time()
+    # Port 1 on loopback: nothing listens there, and nothing leaves this machine.
+    result = _invoke(root, ["run", STARTER, "--smoke", "--ray-address", "127.0.0.1:1"])
+    assert result.exit_code == 2 and time.time() - start < 10
+    assert result.stderr.strip().splitlines() == [
+        "error: cannot reach a Ray cluster at 127.0.0.1:1 (Connection refused); check the address "
+        "(`ray status` on the head node prints it) or leave out --ray-address for a local instance"
+    ]
+    assert (root / "archive.yaml").read_bytes() == before
