@@ -11,6 +11,7 @@ go on. Ctrl-C cancels what is still running; what finished stays recorded. Ray i
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 from grugctl import records
@@ -86,6 +87,8 @@ def refuse_unreachable(address: str) -> None:
 def start_ray(archive: Archive, options: RayOptions):
     if options.address is not None:
         refuse_unreachable(options.address)
+    if os.environ.get("NO_COLOR") or not sys.stderr.isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # workers' log lines come back without colour codes
     if options.address is None:
         # On Linux Ray swaps 127.0.0.1 for the machine's routable address unless told it is not forming
         # a multi-machine cluster; this switch keeps every process of the local instance on loopback.
