@@ -93,6 +93,7 @@ def test_two_experiments_two_seeds_land_while_a_broken_one_is_recorded_failed_an
 
     assert result.returncode == 1, result.stdout + result.stderr[-3000:]
     assert "2 run(s) failed after 1 retries (broken seed 0, broken seed 1)" in result.stderr
+    assert "\x1b" not in result.stderr  # the workers' lines, relayed through a pipe, carry no colour codes
     assert "the other 4 run(s) landed" in result.stderr
     landed = [row for entry in (STARTER, "relu-squared") for row in rows(root, entry)[before[entry] :]]
     assert len(landed) == 4 and all(row.get("status") is None for row in landed)
