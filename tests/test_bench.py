@@ -28,7 +28,10 @@ def run_quick(name: str) -> str:
         ("ray_runs.py", [rf"sequential \(grugctl run\): {NUMBER} s", rf"overhead [+-]{NUMBER} s a task"]),
         ("loss.py", [rf"fused: temp memory +{NUMBER} MiB, time +{NUMBER} s"]),
         ("baseline.py", [rf"grugformer starter: .*final val_bpb {NUMBER}", rf"nanoGPT baseline: .*{NUMBER}"]),
-        ("cli.py", [rf"grugctl archive status +median +{NUMBER} s", r"archive set \(one write\) +median"]),
+        (
+            "cli.py",
+            [rf"archive status +median +{NUMBER} s", rf"read: .*\({NUMBER}x\)", rf"write: .*\({NUMBER}x\)"],
+        ),
         ("check.py", [rf"check --fast, cold caches +median +{NUMBER} s", r"check --fast, warm +median"]),
     ],
 )

@@ -163,7 +163,7 @@ def promote(
 
 
 def _render_sync(report: dict, dry_run: bool) -> None:
-    verb = "would sync" if dry_run else "synced"
+    verb = "would sync" if dry_run else "syncing"  # printed before the confirmation, so not "synced"
     if not report["changes_file"] and report["new_base"] == report["base"]:
         say(f"{report['id']}: up to date with the core")
         return
