@@ -178,7 +178,7 @@ def run_on_ray(
 
     pending = dict(submit(job, 1) for job in jobs)
     finished: list[Finished] = []
-    gave_up: list[str] = []
+    gave_up: list[Job] = []
     try:
         while pending:
             (ref,), _ = ray.wait(list(pending), num_returns=1)
@@ -197,7 +197,7 @@ def run_on_ray(
                     new_ref, meta = submit(job, attempt + 1)
                     pending[new_ref] = meta
                 else:
-                    gave_up.append(f"{job.entry_id} seed {job.seed}")
+                    gave_up.append(job)
             finished.append(done)
             if on_finished is not None:
                 on_finished(done)
@@ -213,8 +213,9 @@ def run_on_ray(
     finally:
         ray.shutdown()
     if gave_up:
+        which = ", ".join(f"{job.entry_id} seed {job.seed}" for job in jobs if job in gave_up)  # in run order
         raise GrugError(
-            f"{len(gave_up)} run(s) failed after {options.retries} retries ({', '.join(gave_up)}); "
+            f"{len(gave_up)} run(s) failed after {options.retries} retries ({which}); "
             "each attempt is recorded as failed with its log tail, and the other "
             f"{len(jobs) - len(gave_up)} run(s) landed",
             CHECK_FAILED,

@@ -63,10 +63,14 @@ def test_every_reader_has_json(repo, words):
 
 def test_shell_completion_is_offered(repo):
     assert "--install-completion" in _invoke(repo, ["--help"]).stdout
-    from typer.testing import CliRunner
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    script = CliRunner().invoke(app, ["--show-completion", "bash"], prog_name="grugctl")
-    assert script.exit_code == 0 and "_GRUGCTL_COMPLETE=complete_bash" in script.stdout
+    # The installed script, as a shell would run it (completion keys on the program's name).
+    grugctl = Path(sys.executable).parent / "grugctl"
+    script = subprocess.run([str(grugctl), "--show-completion", "bash"], capture_output=True, text=True)
+    assert script.returncode == 0 and "_GRUGCTL_COMPLETE=complete_bash" in script.stdout, script.stderr
 
 
 def test_diff_json_is_format_json_and_two_formats_are_refused(repo):
