@@ -185,7 +185,6 @@ def planned_runs(
     paired: bool = False,
     against: str | None = None,
     mesh: str | None = None,
-    on_finished=None,
 ) -> list[dict]:
     """What run_experiments would do, in its order, as JSON-ready rows: nothing runs, nothing is written."""
     record = not smoke if record is None else record

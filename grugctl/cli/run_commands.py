@@ -103,10 +103,11 @@ def run_command(
 
     archive = load_archive_for(archive_path)
     show = None if as_json else (lambda done: say(_run_line(done)))
-    common = dict(
+    planned = dict(
         seeds=list(range(seed, seed + seeds)), steps=steps, smoke=smoke, record=record, paired=paired,
-        against=against, mesh=mesh, on_finished=show,
+        against=against, mesh=mesh,
     )  # fmt: skip
+    common = planned | {"on_finished": show}
     ray_only = {
         "--retries": retries != 0, "--allow-dirty": allow_dirty, "--cpus-per-run": cpus_per_run != 1.0,
         "--gpus-per-run": gpus_per_run != 0.0,
@@ -115,7 +116,7 @@ def run_command(
         given = ", ".join(name for name, used in ray_only.items() if used)
         raise fail(f"{given} only apply to Ray runs; add --ray (or --ray-address ADDRESS)")
     if dry_run:
-        _render_planned(guarded(lambda: runner.planned_runs(archive, entry_ids, **common)), as_json)
+        _render_planned(guarded(lambda: runner.planned_runs(archive, entry_ids, **planned)), as_json)
         return
     if ray or ray_address:
         from grugctl import rayrun
