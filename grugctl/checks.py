@@ -4,9 +4,10 @@ Static checks (always): the archive's schema and references, archive <-> tree, a
 experiment contracts (each active experiment parses and holds the starter's edit surface), one bucket
 at a time (changes against the origin as of `base`), drift (copies the core has moved under; a warning,
 never a failure) and ruff. Unless --fast: each active experiment's `--smoke` run and the core tests, as
-subprocesses in the repository root (the command lines and environment are promote's gate's). An
-experiment with a `# grug: noverify <reason>` comment line is excused from the edit-surface rule and its
-smoke run, which both report as warnings; it must still parse, and the other checks still apply.
+subprocesses in the repository root (the command lines and environment are the promotion gate's,
+grugctl/gate.py). An experiment with a `# grug: noverify <reason>` comment line is excused from the
+edit-surface rule and its smoke run, which both report as warnings; it must still parse, and the other
+checks still apply.
 
 Parsing a starter-sized file costs ~10 ms, so 1,000 experiments would cost 10 s on every run. The
 per-experiment verdicts are therefore cached in `.grugctl_cache/check.json` (ignored by git through its
@@ -584,10 +585,10 @@ def check_lint(root: Path, paths: Iterable[str] = LINT_PATHS) -> CheckResult:
 def core_test_step(root: Path, test_files: Iterable[str] | None = None):
     """(the pytest step promote's gate runs, its test files, whether they were narrowed from the default
     tests/test_grugformer_*.py by `test_files` or $GRUGCTL_GATE_TESTS); the step is None without tests."""
-    from grugctl import promote
+    from grugctl import gate
 
-    tests, narrowed = promote.gate_tests(root, test_files)
-    steps = promote.gate_steps(root, "-", root, tests) if tests else []
+    tests, narrowed = gate.gate_tests(root, test_files)
+    steps = gate.gate_steps(root, "-", root, tests) if tests else []
     return next((step for step in steps if step.results is None), None), tests, narrowed
 
 
@@ -597,14 +598,14 @@ def _tail(output: str) -> tuple[str, ...]:
 
 def check_core_tests(root: Path, test_files: Iterable[str] | None = None) -> CheckResult:
     """The core's pytest suite (tests/test_grugformer_*.py, the 8-device sharding test included)."""
-    from grugctl import promote
+    from grugctl import gate
 
     step, tests, narrowed = core_test_step(root, test_files)
     if step is None:
         return CheckResult(
             "core tests", False, FAIL, "no core tests match tests/test_grugformer_*.py; add them back"
         )
-    ok, output = promote.run_step(root, step)
+    ok, output = gate.run_step(root, step)
     summaries = [m[0] for m in map(PYTEST_SUMMARY_RE.search, output.splitlines()) if m]
     summary = summaries[-1] if summaries else ""
     note = f" (narrowed to {', '.join(tests)})" if narrowed else ""
@@ -619,7 +620,7 @@ def check_smoke(
     progress: Callable[[str], None] | None = None,
 ) -> CheckResult:
     """Each active experiment's `--smoke` run (tiny config, 2 steps) exits 0 and writes every result key."""
-    from grugctl import promote
+    from grugctl import gate
 
     ids = [i for i, e in archive.experiments.items() if e.status == "active"] if ids is None else list(ids)
     failures, tails, warnings, ran, start = [], [], [], 0, time.perf_counter()
@@ -635,9 +636,7 @@ def check_smoke(
             results = Path(out) / f"{entry_id}.json"
             rel = path.relative_to(archive.root).as_posix()
             argv = (sys.executable, rel, "--smoke", "--out", str(results))
-            ok, output = promote.run_step(
-                archive.root, promote.GateStep(f"{entry_id} --smoke", argv, results)
-            )
+            ok, output = gate.run_step(archive.root, gate.GateStep(f"{entry_id} --smoke", argv, results))
             ran += 1
             failure = _smoke_failure(entry_id, rel, ok, output, results)
             if failure:

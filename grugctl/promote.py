@@ -25,13 +25,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
-import json
-import os
 import re
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,14 +37,10 @@ from grugctl import archive as archive_mod
 from grugctl import codediff, compare, gitinfo, lifecycle, records, transaction
 from grugctl.compare import Comparison
 from grugctl.errors import CHECK_FAILED, GrugError
+from grugctl.gate import GATE_TESTS, GateResult, gate_tests, run_gate
 from grugctl.transaction import git
 
-GATE_TESTS = ("tests/test_grugformer_*.py",)
 TESTS_DIR = "tests"
-# Narrows the gate's pytest arguments (whitespace-separated globs or node ids), for grugctl's own test
-# suite; the plan names it whenever it is set, so a narrowed gate is never silent.
-GATE_TESTS_ENV = "GRUGCTL_GATE_TESTS"
-TAIL_LINES = 60
 
 
 @dataclass(frozen=True)
@@ -56,21 +48,6 @@ class FileEdit:
     path: str  # repo-relative, posix
     old: bytes
     new: bytes
-
-
-@dataclass(frozen=True)
-class GateStep:
-    name: str
-    argv: tuple[str, ...]
-    results: Path | None = None  # a JSON file the step must write (the smoke run's results)
-
-
-@dataclass(frozen=True)
-class GateResult:
-    ok: bool
-    failed: str | None  # the failing step's name
-    tail: str  # the failing step's last output lines
-    seconds: dict[str, float]  # step name -> wall time
 
 
 @dataclass(frozen=True)
@@ -121,84 +98,6 @@ class GateFailed(GrugError):
     def __init__(self, message: str, tail: str):
         super().__init__(message, exit_code=CHECK_FAILED)
         self.tail = tail
-
-
-# ---------------------------------------------------------------- the gate (shared with `grugctl check`)
-
-
-def gate_tests(root: Path, patterns: Iterable[str] | None = None) -> tuple[list[str], bool]:
-    """(pytest arguments, narrowed): every file matching the patterns (default GATE_TESTS, or
-    $GRUGCTL_GATE_TESTS), relative to `root`; node ids (`file::test`) pass through when the file exists."""
-    narrowed = patterns is not None or bool(os.environ.get(GATE_TESTS_ENV, "").strip())
-    if patterns is None:
-        patterns = os.environ.get(GATE_TESTS_ENV, "").split() or GATE_TESTS
-    found: list[str] = []
-    for pattern in patterns:
-        if "::" in pattern:
-            matches = [pattern] if (root / pattern.split("::")[0]).is_file() else []
-        else:
-            matches = sorted(p.relative_to(root).as_posix() for p in root.glob(pattern) if p.is_file())
-        found += [m for m in matches if m not in found]
-    return found, narrowed
-
-
-def gate_steps(root: Path, starter: str, out_dir: Path, tests: Iterable[str] | None = None) -> list[GateStep]:
-    """The core tests (when any match) and a smoke run of `starter`, as subprocess commands run with
-    `root` as working directory."""
-    tests = list(tests) if tests is not None else gate_tests(root)[0]
-    steps = []
-    if tests:
-        pytest = (sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests)
-        steps.append(GateStep("core tests", pytest))
-    results = out_dir / "smoke.json"
-    steps.append(
-        GateStep("starter smoke run", (sys.executable, starter, "--smoke", "--out", str(results)), results)
-    )
-    return steps
-
-
-def gate_env(root: Path) -> dict[str, str]:
-    """The repository's own packages first on sys.path (an editable install elsewhere must not answer
-    `import grug_core`), and no bytecode written into the tree, so a rollback leaves git status clean."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
-
-
-def run_step(root: Path, step: GateStep) -> tuple[bool, str]:
-    """(passed, combined output). A smoke run must also leave a readable results file."""
-    done = subprocess.run(
-        step.argv, cwd=root, env=gate_env(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, errors="replace",
-    )  # fmt: skip
-    output = done.stdout
-    if done.returncode != 0:
-        return False, output + f"\n(exit status {done.returncode})"
-    if step.results is not None:
-        try:
-            json.loads(step.results.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return False, output + f"\n{step.name} exited 0 but wrote no readable results file"
-    return True, output
-
-
-def tail(text: str, lines: int = TAIL_LINES) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-def run_gate(root: Path, starter: str, tests: Iterable[str], progress: Callable[[str], None]) -> GateResult:
-    seconds: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="grugctl-gate-") as out_dir:
-        for step in gate_steps(root, starter, Path(out_dir), tests):
-            progress(f"gate: {step.name} ...")
-            start = time.perf_counter()
-            ok, output = run_step(root, step)
-            seconds[step.name] = time.perf_counter() - start
-            progress(f"gate: {step.name} {'passed' if ok else 'FAILED'} ({seconds[step.name]:.1f} s)")
-            if not ok:
-                return GateResult(False, step.name, tail(output), seconds)
-    return GateResult(True, None, "", seconds)
 
 
 # ---------------------------------------------------------------- choosing what to promote
@@ -305,13 +204,13 @@ def _harness_check(experiment, harness: frozenset[str], moved: list[str]) -> Non
 # ---------------------------------------------------------------- splicing
 
 
-def _insert_lines(text: str, line: int, block: str) -> str:
+def insert_lines(text: str, line: int, block: str) -> str:
     """`block` inserted before 1-based `line`."""
     lines = text.splitlines(keepends=True)
     return "".join(lines[: line - 1]) + block + "".join(lines[line - 1 :])
 
 
-def _add_imports(text: str, statements: list[str]) -> str:
+def add_imports(text: str, statements: list[str]) -> str:
     """One line per statement after the module's last top-level import (or its docstring)."""
     if not statements:
         return text
@@ -321,10 +220,10 @@ def _add_imports(text: str, statements: list[str]) -> str:
     block = "".join(s + "\n" for s in statements)
     last = [n.end_lineno for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
     if last:
-        return _insert_lines(text, max(last) + 1, block)
+        return insert_lines(text, max(last) + 1, block)
     first = tree.body[0] if tree.body else None
     docstring = isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant)
-    return _insert_lines(text, first.end_lineno + 1, "\n" + block) if docstring else block + "\n" + text
+    return insert_lines(text, first.end_lineno + 1, "\n" + block) if docstring else block + "\n" + text
 
 
 def _imports_for(experiment, core, moved: list[str], target: codediff.Module, own: str) -> list[str]:
@@ -370,10 +269,10 @@ def splice(
             )
         user = next((d for d in current.definitions.values() if helper in d.references), None)
         if user is not None:
-            text = _insert_lines(text, user.start, experiment.definitions[helper].source + "\n\n")
+            text = insert_lines(text, user.start, experiment.definitions[helper].source + "\n\n")
             done.append(helper)
     statements = _imports_for(experiment, core, done, codediff.parse_module(text, filename), own)
-    text = _add_imports(text, statements)
+    text = add_imports(text, statements)
     result = codediff.parse_module(text, filename)
     for name in done:
         if result.definitions[name].fingerprint != experiment.definitions[name].fingerprint:

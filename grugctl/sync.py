@@ -124,7 +124,7 @@ def _needs(text: str, filename: str, names: list[str], extra: dict[str, set[str]
     `extra` each also uses) take from their core module that the file does not bind. A helper is copied
     when the starter holds a copy (the experiment then looks as a fresh copy of the starter would), else
     imported from the core."""
-    from grugctl.promote import _insert_lines
+    from grugctl.promote import insert_lines
 
     helpers, statements, added = [], [], set()
     while True:
@@ -147,7 +147,7 @@ def _needs(text: str, filename: str, names: list[str], extra: dict[str, set[str]
             statements.append(now.modules[stem].imports[ref].statement)
         elif starter is not None and ref in starter.definitions:
             user = next(d for d in module.definitions.values() if ref in d.references)
-            text = _insert_lines(text, user.start, codediff.core_definition(now, ref).source + "\n\n")
+            text = insert_lines(text, user.start, codediff.core_definition(now, ref).source + "\n\n")
             helpers.append(ref)
         else:
             statements.append(f"from {now.package}.{now.owner[ref]} import {ref}")
@@ -213,9 +213,9 @@ def merge_module(
     fresh = [n for n in outcomes if outcomes[n] in (REFRESHED, MERGED, CONFLICT)]
     text, helpers, statements = _needs(text, filename, fresh, theirs, now, starter)
     if statements:
-        from grugctl.promote import _add_imports
+        from grugctl.promote import add_imports
 
-        text = _add_imports(text, statements)
+        text = add_imports(text, statements)
     text, removed = _tidy(text, filename, ours, then, now, outcomes, set().union(set(), *theirs.values()))
     text = _replace_all(text, filename, conflicts)
     added = tuple(f"{h} (copied from {now.package}/{now.owner[h]}.py)" for h in helpers) + tuple(statements)

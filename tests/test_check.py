@@ -16,7 +16,7 @@ import pytest
 from repo_copy import commit_all, make_repo
 from test_diff import _invoke, edit_definition, experiment_file, starter_file
 
-from grugctl import archive, checks, codediff, promote
+from grugctl import archive, checks, codediff, gate
 from grugctl.results import RESULT_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -348,7 +348,7 @@ def test_failing_core_test(repo: Path):
 
 
 def test_core_tests_default_to_every_core_test_with_the_sharding_one(monkeypatch):
-    monkeypatch.delenv(promote.GATE_TESTS_ENV, raising=False)
+    monkeypatch.delenv(gate.GATE_TESTS_ENV, raising=False)
     step, tests, narrowed = checks.core_test_step(REPO, None)
     assert not narrowed
     assert "tests/test_grugformer_sharding.py" in tests and "tests/test_grugformer_core.py" in tests
@@ -368,7 +368,7 @@ def test_full_check_passes_on_a_clean_repo(tmp_path: Path, monkeypatch):
         TINY_TEST,
         "import grug_core.model\n\n\ndef test_config():\n    assert grug_core.model.GrugConfig\n",
     )
-    monkeypatch.setenv(promote.GATE_TESTS_ENV, TINY_TEST)
+    monkeypatch.setenv(gate.GATE_TESTS_ENV, TINY_TEST)
     result = _invoke(repo, ["check"])
     assert result.exit_code == 0, result.stdout + result.stderr
     lines = {line.split()[1]: line for line in result.stdout.splitlines()[:-1]}

@@ -19,7 +19,7 @@ from repo_copy import commit_all, make_repo
 from test_diff import _invoke, edit_definition, experiment_file, starter_file, surface_edit
 from test_plot import record_seeds
 
-from grugctl import archive, codediff, promote
+from grugctl import archive, codediff, gate, promote
 
 REPO = Path(__file__).resolve().parents[1]
 STARTER_ID = "grugformer-starter"
@@ -103,7 +103,7 @@ def repo(tmp_path: Path) -> Path:
 @pytest.fixture()
 def narrowed(monkeypatch) -> str:
     """The gate's pytest half narrowed to one tiny core test (written into each repository that uses it)."""
-    monkeypatch.setenv(promote.GATE_TESTS_ENV, FAST_TEST)
+    monkeypatch.setenv(gate.GATE_TESTS_ENV, FAST_TEST)
     return FAST_TEST
 
 
@@ -224,18 +224,18 @@ def test_splice_refuses_a_helper_that_would_shadow_a_name():
 
 
 def test_gate_runs_every_core_test_unless_narrowed(repo, monkeypatch):
-    monkeypatch.delenv(promote.GATE_TESTS_ENV, raising=False)
-    tests, narrowed_ = promote.gate_tests(repo)
+    monkeypatch.delenv(gate.GATE_TESTS_ENV, raising=False)
+    tests, narrowed_ = gate.gate_tests(repo)
     assert tests == sorted(p.relative_to(repo).as_posix() for p in repo.glob("tests/test_grugformer_*.py"))
     assert tests and not narrowed_
-    steps = promote.gate_steps(repo, "experiments/x.py", Path("/tmp/out"))
+    steps = gate.gate_steps(repo, "experiments/x.py", Path("/tmp/out"))
     assert [s.name for s in steps] == ["core tests", "starter smoke run"]
     assert steps[0].argv[:3] == (sys.executable, "-m", "pytest") and steps[0].argv[-len(tests) :] == tuple(
         tests
     )
     assert steps[1].argv[1:4] == ("experiments/x.py", "--smoke", "--out")
-    monkeypatch.setenv(promote.GATE_TESTS_ENV, "tests/test_grugformer_core.py tests/nothing_*.py")
-    assert promote.gate_tests(repo) == (["tests/test_grugformer_core.py"], True)
+    monkeypatch.setenv(gate.GATE_TESTS_ENV, "tests/test_grugformer_core.py tests/nothing_*.py")
+    assert gate.gate_tests(repo) == (["tests/test_grugformer_core.py"], True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -244,7 +244,7 @@ def test_gate_runs_every_core_test_unless_narrowed(repo, monkeypatch):
 
 def test_promote_commit_runs_the_full_gate_and_lands_exactly_mlp(repo, monkeypatch):
     """The one full-gate run: every tests/test_grugformer_*.py and the starter's smoke run."""
-    monkeypatch.delenv(promote.GATE_TESTS_ENV, raising=False)
+    monkeypatch.delenv(gate.GATE_TESTS_ENV, raising=False)
     experiment = gelu_experiment(repo)
     last_good = git.Repo(repo).head.commit.hexsha
     core_before = {p.name: p.read_bytes() for p in (repo / "grug_core").glob("*.py")}
@@ -297,7 +297,7 @@ def test_promote_commit_runs_the_full_gate_and_lands_exactly_mlp(repo, monkeypat
 def test_a_failing_core_test_rolls_everything_back_byte_for_byte(repo, monkeypatch):
     write(repo, PIN_TEST, PIN_TEST_SOURCE)
     gelu_experiment(repo)
-    monkeypatch.setenv(promote.GATE_TESTS_ENV, PIN_TEST)
+    monkeypatch.setenv(gate.GATE_TESTS_ENV, PIN_TEST)
     files, state = snapshot(repo), git_state(repo)
 
     result = _invoke(repo, ["promote", IDEA, "--yes", "--commit", *WAIVE])
@@ -353,7 +353,7 @@ def test_dry_run_then_promote_without_commit_then_restore(repo, narrowed):
     assert "--- a/grug_core/model.py" in out and "+++ b/grug_core/model.py" in out
     assert any(line.startswith("-") and SILU in line for line in out.splitlines())
     assert any(line.startswith("+") and GELU in line for line in out.splitlines())
-    assert f"narrowed by ${promote.GATE_TESTS_ENV}" in out
+    assert f"narrowed by ${gate.GATE_TESTS_ENV}" in out
     assert "remove experiments/speedrun/grugformer_gelu_mlp (git rm)" in out
 
     result = _invoke(repo, ["promote", IDEA, "--yes", "--delete", *WAIVE])
@@ -469,7 +469,7 @@ def test_plan_carries_a_helper_and_sorts_the_import_it_needs(repo):
 @pytest.fixture()
 def gate_passes(monkeypatch):
     """For tests of what happens after the gate: the gate itself is exercised by the tests above."""
-    passed = promote.GateResult(ok=True, failed=None, tail="", seconds={"core tests": 0.0})
+    passed = gate.GateResult(ok=True, failed=None, tail="", seconds={"core tests": 0.0})
     monkeypatch.setattr(promote, "run_gate", lambda *args, **kwargs: passed)
 
 

@@ -16,7 +16,7 @@ from repo_copy import commit_all, make_repo
 from test_diff import _invoke, edit_definition, experiment_file, starter_file
 from test_promote import snapshot
 
-from grugctl import archive, codediff, compare, sync
+from grugctl import archive, codediff, compare, gate, sync
 
 REPO = Path(__file__).resolve().parents[1]
 GELU = ("jax.nn.silu(", "jax.nn.gelu(")
@@ -313,12 +313,10 @@ def test_softcap_lands_with_its_updated_tests_and_is_refused_with_the_old_ones(t
     change breaks, plus the shipped test), both ways."""
     from test_promote import WAIVE, git_state
 
-    from grugctl import promote
-
     root = make_repo(tmp_path)
     softcap_experiment(root)
     reference_test = "tests/test_grugformer_core.py::test_matches_jax_dot_product_attention"
-    monkeypatch.setenv(promote.GATE_TESTS_ENV, reference_test)
+    monkeypatch.setenv(gate.GATE_TESTS_ENV, reference_test)
     shipped = "tests/test_grugformer_attn_softcap.py"
 
     # the test asserting the old behaviour (today's reference test) fails: refused, every byte restored
@@ -357,7 +355,7 @@ def test_promote_lists_what_it_makes_stale_and_sync_all_syncs_in_its_commit(tmp_
 
     from grugctl import promote
 
-    passed = promote.GateResult(ok=True, failed=None, tail="", seconds={"core tests": 0.0})
+    passed = gate.GateResult(ok=True, failed=None, tail="", seconds={"core tests": 0.0})
     monkeypatch.setattr(promote, "run_gate", lambda *args, **kwargs: passed)
     root = make_repo(tmp_path)
     new(root, "plain")

@@ -21,7 +21,7 @@ from repo_copy import commit_all, make_repo
 from test_diff import _invoke, edit_definition, experiment_file, starter_file
 from test_promote import FAST_TEST, FAST_TEST_SOURCE, GELU, IDEA, SILU, gelu_experiment, git_state, snapshot
 
-from grugctl import archive, promote, transaction
+from grugctl import archive, gate, transaction
 
 # These promotions test the write path, not the evidence: no seeds were run, so the gate is waived.
 WAIVE = ("--waive", "the write path is under test, not the model")
@@ -157,7 +157,7 @@ def test_two_concurrent_promotes_leave_only_what_the_successful_one_wrote(repo):
     _edit_experiment(repo, "broken-mlp", "undefined_activation(")
     commit_all(repo, "two experiments")
     before = snapshot(repo)
-    env = {promote.GATE_TESTS_ENV: FAST_TEST, "GRUGCTL_LOCK_TIMEOUT_S": "600"}
+    env = {gate.GATE_TESTS_ENV: FAST_TEST, "GRUGCTL_LOCK_TIMEOUT_S": "600"}
     command = lambda idea: [sys.executable, "-m", "grugctl.cli", "promote", idea, "--yes", *WAIVE]
     procs = {
         idea: subprocess.Popen(
@@ -195,7 +195,7 @@ def _kill_during_gate(repo: Path, *extra: str) -> None:
     model = repo / "grug_core" / "model.py"
     child = subprocess.Popen(
         [sys.executable, "-m", "grugctl.cli", "promote", IDEA, "--yes", *WAIVE, *extra], cwd=repo,
-        env={**os.environ, promote.GATE_TESTS_ENV: FAST_TEST}, stdout=subprocess.DEVNULL,
+        env={**os.environ, gate.GATE_TESTS_ENV: FAST_TEST}, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 60
@@ -257,7 +257,7 @@ def test_sigkill_after_the_promotion_commit_is_recovered_branch_and_all(repo):
     files, state = snapshot(repo), git_state(repo)
     done = subprocess.run(
         [sys.executable, "-c", KILL_AFTER_COMMIT, "promote", IDEA, "--yes", *WAIVE, "--commit", "--delete"],
-        cwd=repo, env={**os.environ, promote.GATE_TESTS_ENV: FAST_TEST}, capture_output=True, text=True,
+        cwd=repo, env={**os.environ, gate.GATE_TESTS_ENV: FAST_TEST}, capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert git_state(repo)[1] == f"promote/{IDEA}"

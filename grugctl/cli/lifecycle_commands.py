@@ -28,7 +28,7 @@ from grugctl.errors import GrugError
 
 
 def _render_promote_plan(plan, dry_run: bool) -> None:
-    from grugctl.promote import GATE_TESTS_ENV
+    from grugctl.gate import GATE_TESTS_ENV
 
     verb = "would promote" if dry_run else "promote"
     say(f"{verb} {plan.id} ({', '.join(plan.buckets)}) into the core: {', '.join(plan.names)}")
