@@ -187,3 +187,17 @@ def test_archive_status_is_a_leaderboard(tmp_path):
     assert rows[STARTER]["delta_val_bpb"] is None and rows[STARTER]["seeds"] == 5
     table = _invoke(root, ["archive", "status"]).stdout
     assert "Δ bpb vs starter" in table and "better" in table and "worse" in table
+
+
+def test_a_large_effect_needs_few_pairs_and_power_never_goes_missing():
+    # Three pairs whose differences are ~2 sd from zero (d_z = 2.05): inconclusive at alpha 0.01 with 3,
+    # found with power 0.8 at 7. scipy's noncentral t returns nan beyond ~50 pairs at this effect, which
+    # once sent the search to 383.
+    d = stats.paired_test([3.6502, 3.5578, 3.6135], [3.5393, 3.5189, 3.5413]).effect_size
+    assert d == pytest.approx(2.0536, abs=1e-3)
+    assert stats.seeds_needed(d, 0.01, paired=True) == 7
+    assert stats.power(d, 6, 0.01, paired=True) < 0.8 <= stats.power(d, 7, 0.01, paired=True)
+    for effect in (0.05, 0.3, 1.0, 2.0, 5.0):
+        for n in (2, 10, 50, 200, 1000):
+            for paired in (True, False):
+                assert 0.0 <= stats.power(effect, n, 0.01, paired) <= 1.0

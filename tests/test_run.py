@@ -174,6 +174,9 @@ def test_paired_runs_alternate_the_baseline_and_mark_the_pairs(tmp_path):
     for entry_id in ("grugformer-starter", "wider-mlp"):
         new_rows = experiments(root)[entry_id]["results"][rows_before[entry_id] :]
         assert [r["pair"] for r in new_rows] == [runs[0]["pair"], runs[2]["pair"]]
+    # The hint names compare for the candidate alone: the paired baseline is compare's own default.
+    shown = _invoke(root, ["run", "wider-mlp", "--paired", "--smoke", "--record"])
+    assert "next: `grugctl compare wider-mlp` weighs the evidence" in shown.stderr
 
 
 def test_paired_needs_a_runnable_baseline_and_against_needs_paired(tmp_path):

@@ -128,7 +128,10 @@ def run_command(
     if as_json:
         json_out([{"id": done.entry_id, "recorded": done.recorded, **done.row} for done in finished])
     elif any(done.recorded for done in finished):
-        ids = " ".join(dict.fromkeys(done.entry_id for done in finished))
+        ran = list(dict.fromkeys(done.entry_id for done in finished))
+        baseline = (against or archive.starter) if paired else None
+        ids = " ".join([entry_id for entry_id in ran if entry_id != baseline] or ran)  # compare's baseline
+        ids += f" --against {against}" if paired and against else ""
         warn([f"`grugctl compare {ids}` weighs the evidence; commit runs/ and archive.yaml"], prefix="next")
 
 
