@@ -122,12 +122,14 @@ def png(curves: list[Curve], metric: str, x_axis: str) -> bytes:
         if curve.crossing is not None and curve.target is not None:
             axes.axvline(curve.crossing, color=color, linestyle=":", linewidth=1)
             axes.plot([curve.crossing], [curve.target], marker="o", color=color)
-    target = next((c.target for c in curves if c.target is not None), None)
-    if target is not None:
-        axes.axhline(target, color="black", linestyle="--", linewidth=1, label=f"target {target} bpb")
     low = min(min(c.low) for c in curves)
     top = max(max(c.mean[len(c.mean) // 10 :] or c.mean) for c in curves)  # skip the steep start
     axes.set_ylim(low - 0.05 * (top - low), top + 0.1 * (top - low))
+    target = next((c.target for c in curves if c.target is not None), None)
+    if target is not None:
+        # The y range follows the curves: a short run far above the target would be flattened by it.
+        below = " (below this range)" if target < low - 0.05 * (top - low) else ""
+        axes.axhline(target, color="black", linestyle="--", linewidth=1, label=f"target {target} bpb{below}")
     axes.set_xlabel(X_LABELS[x_axis])
     axes.set_ylabel(metric)
     axes.set_title(f"{metric}: mean over seeds, band = ±1 sd; dotted = mean crossing of the target")

@@ -35,6 +35,13 @@ def test_a_few_dozen_steps_lower_validation_loss(tmp_path):
     assert curve[-1]["val_loss"] < curve[0]["val_loss"] - 0.5, curve
 
 
+def test_a_shortened_run_still_evaluates_about_ten_times(tmp_path):
+    out = tmp_path / "short.json"
+    result = run_starter(make_repo(tmp_path), "--steps", "20", "--out", str(out))  # full config, 20 steps
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p["step"] for p in json.loads(out.read_text())["curve"]] == list(range(2, 21, 2))
+
+
 def test_grugctl_run_smoke_records_every_seed_with_a_tracked_record(tmp_path):
     root = make_repo(tmp_path)
     earlier = experiments(root)["grugformer-starter"].get("results", [])

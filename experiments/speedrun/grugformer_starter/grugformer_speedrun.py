@@ -473,7 +473,9 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = dataclasses.replace(SMOKE if args.smoke else SpeedrunConfig(), seed=args.seed)
     if args.steps is not None:
-        cfg = dataclasses.replace(cfg, steps=args.steps, eval_every=min(cfg.eval_every, args.steps))
+        # A shortened run still evaluates about ten times, so its curve has a shape to plot.
+        eval_every = min(cfg.eval_every, max(1, args.steps // 10))
+        cfg = dataclasses.replace(cfg, steps=args.steps, eval_every=eval_every)
     experiment_id = os.environ.get("GRUG_EXPERIMENT_ID") or Path(__file__).parent.name.replace("_", "-")
     try:
         mesh = training_mesh(cfg.batch_size, *(parse_mesh(args.mesh) if args.mesh else (None, 1)))
