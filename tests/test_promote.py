@@ -15,6 +15,7 @@ from pathlib import Path
 
 import git
 import pytest
+from foreground import DEFAULT_SIGINT_THEN_GRUGCTL
 from repo_copy import commit_all, make_repo
 from test_diff import _invoke, edit_definition, experiment_file, starter_file, surface_edit
 from test_plot import record_seeds
@@ -308,14 +309,6 @@ def test_a_failing_core_test_rolls_everything_back_byte_for_byte(repo, monkeypat
     assert snapshot(repo) == files
     assert git_state(repo) == state and state[3] == ""  # same HEAD and branches, git status clean
     assert entry(repo).status == "active"
-
-
-# A runner started in the background (CI, `cmd &`) ignores SIGINT and children inherit that, so the
-# child restores the default before becoming grugctl (preexec_fn would fork a JAX-threaded process).
-DEFAULT_SIGINT_THEN_GRUGCTL = (
-    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-    "os.execv(sys.executable, [sys.executable, '-m', 'grugctl.cli', *sys.argv[1:]])"
-)
 
 
 def test_ctrl_c_during_the_gate_restores_everything(repo, narrowed):

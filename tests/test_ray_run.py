@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from foreground import DEFAULT_SIGINT_THEN_GRUGCTL
 from test_diff import _invoke, commit_all, make_repo, new_experiment
 
 STARTER = "grugformer-starter"
@@ -154,14 +155,6 @@ def test_ray_options_without_ray_are_refused(tmp_path):
     result = _invoke(root, ["run", STARTER, "--smoke", "--retries", "2", "--allow-dirty"])
     assert result.exit_code == 2
     assert "--retries, --allow-dirty only apply to Ray runs; add --ray" in result.output
-
-
-# A test runner started in the background ignores SIGINT and children inherit that, so the driver
-# restores the default before becoming grugctl (as tests/test_promote.py does).
-DEFAULT_SIGINT_THEN_GRUGCTL = (
-    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-    "os.execv(sys.executable, [sys.executable, '-m', 'grugctl.cli', *sys.argv[1:]])"
-)
 
 
 def test_ctrl_c_cancels_the_running_tasks_and_keeps_what_finished(tmp_path, ray_address):

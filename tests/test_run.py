@@ -6,6 +6,7 @@ import sys
 
 import git
 import yaml
+from foreground import DEFAULT_SIGINT_THEN_GRUGCTL
 from test_diff import _invoke, commit_all, edit_definition, make_repo, new_experiment, starter_file
 
 from grugctl.results import RESULT_KEYS
@@ -198,14 +199,6 @@ def test_paired_needs_a_runnable_baseline_and_against_needs_paired(tmp_path):
         result = _invoke(root, args)
         assert result.exit_code == 2 and words in result.output, (args, result.output)
     assert (root / "archive.yaml").read_bytes() == before
-
-
-# A test runner started in the background ignores SIGINT and children inherit that: restore the default
-# before becoming grugctl, as a shell does for a foreground job.
-DEFAULT_SIGINT_THEN_GRUGCTL = (
-    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-    "os.execv(sys.executable, [sys.executable, '-m', 'grugctl.cli', *sys.argv[1:]])"
-)
 
 
 def test_ctrl_c_during_a_run_prints_one_line_and_records_nothing(tmp_path):
