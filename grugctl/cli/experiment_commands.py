@@ -95,8 +95,10 @@ def diff(
     if output is None:
         sys.stdout.write(text)
     else:
+        from grugctl.transaction import write_bytes
+
         try:
-            output.write_text(text, encoding="utf-8")
+            write_bytes(output, text.encode("utf-8"))  # atomic, as plot's --out: never half a report
         except OSError as error:
             raise fail(f"cannot write {output} ({error.strerror}); pick another --output path.") from None
         err.print(f"wrote {output}", markup=False, highlight=False)
