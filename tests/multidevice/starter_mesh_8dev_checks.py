@@ -38,7 +38,7 @@ def test_first_steps_lose_the_same_on_one_device_and_on_a_4x2_mesh(tmp_path):
     assert [step for step, _ in sharded["train_curve"]] == [1, 2, 3]
     # train_curve keeps 4 decimals; the evaluated points keep the exact fp32 train and val losses.
     assert sharded["train_curve"] == single["train_curve"]
-    assert [point["step"] for point in sharded["curve"]] == [2, 3]
+    assert [point["step"] for point in sharded["curve"]] == [1, 2, 3]  # a shortened run evaluates ~10 times
     for one, many in zip(single["curve"], sharded["curve"], strict=True):
         np.testing.assert_allclose(many["train_loss"], one["train_loss"], rtol=1e-5)
         np.testing.assert_allclose(many["val_loss"], one["val_loss"], rtol=1e-5)
