@@ -26,6 +26,7 @@ from grugctl.runner import (
     child_options,
     plan_jobs,
     record_run,
+    recorded_by_default,
     runnable_entry,
 )
 
@@ -149,7 +150,7 @@ def run_on_ray(
 ) -> list[Finished]:
     """Submit every job at once and record each as it comes back. Raises GrugError (exit 1) at the end
     when some job still failed after its retries, once every other job has landed."""
-    record = not smoke if record is None else record
+    record = recorded_by_default(smoke, record)
     if options.retries < 0:
         raise GrugError(f"--retries {options.retries} must be 0 or more")
     jobs = plan_jobs(archive, entry_ids, seeds, paired=paired, against=against)

@@ -174,6 +174,11 @@ def run_job(archive: Archive, job: Job, *, options: list[str], record: bool) -> 
     return Finished(job.entry_id, records.summary_row(built, out.relative_to(archive.root).as_posix()), False)
 
 
+def recorded_by_default(smoke: bool, record: bool | None) -> bool:
+    """Whether runs are recorded: as asked, else every run but a smoke run."""
+    return not smoke if record is None else record
+
+
 def planned_runs(
     archive: Archive,
     entry_ids: list[str],
@@ -187,7 +192,7 @@ def planned_runs(
     mesh: str | None = None,
 ) -> list[dict]:
     """What run_experiments would do, in its order, as JSON-ready rows: nothing runs, nothing is written."""
-    record = not smoke if record is None else record
+    record = recorded_by_default(smoke, record)
     options = child_options(steps=steps, smoke=smoke, mesh=mesh)
     rows = []
     for job in plan_jobs(archive, entry_ids, seeds, paired=paired, against=against):
@@ -214,7 +219,7 @@ def run_experiments(
 ) -> list[Finished]:
     """Run every job in order, recording each as soon as it succeeds; a failure stops the rest (what
     finished stays recorded). Smoke runs are recorded only when asked (`record=True`)."""
-    record = not smoke if record is None else record
+    record = recorded_by_default(smoke, record)
     if record:  # refuse before training, not after it
         transaction.refuse_if_interrupted(archive.root)
     jobs = plan_jobs(archive, entry_ids, seeds, paired=paired, against=against)
