@@ -89,7 +89,10 @@ def start_ray(archive: Archive, options: RayOptions):
     if options.address is not None:
         refuse_unreachable(options.address)
     if os.environ.get("NO_COLOR") or not sys.stderr.isatty():
-        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # workers' log lines come back without colour codes
+        # Workers' log lines come back without colour codes. Ray colours its "[repeated Nx across
+        # cluster]" note whatever RAY_COLOR_PREFIX says, so deduplication goes too (read at import).
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if options.address is None:
         # On Linux Ray swaps 127.0.0.1 for the machine's routable address unless told it is not forming
         # a multi-machine cluster; this switch keeps every process of the local instance on loopback.
