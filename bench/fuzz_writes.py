@@ -313,7 +313,7 @@ def kill_writes(folder: Path, count: int, rng: random.Random) -> dict:
 
 KILL_AFTER_COMMIT = """
 import os, signal, sys
-from grugctl import promote
+from grugctl.promotion import promote
 promote._record_sha = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
 from grugctl.cli import app
 sys.argv = ["grugctl", *sys.argv[1:]]

@@ -23,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from grugctl import archive, compare, stats  # noqa: E402
+from grugctl import archive  # noqa: E402
+from grugctl.evidence import compare, stats  # noqa: E402
 
 ALPHA = 0.01
 METRICS = ("val_bpb", "steps_to_target", "tokens_to_target", "time_to_target_s", "tokens_per_s")

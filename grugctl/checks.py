@@ -37,7 +37,7 @@ from grugctl import archive as archive_mod
 from grugctl import codediff
 from grugctl.errors import GrugError
 from grugctl.gitinfo import blob_id
-from grugctl.results import RESULT_KEYS
+from grugctl.runs.results import RESULT_KEYS
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 LINT_PATHS = ("grug_core", "grugctl", "experiments", "tests", "bench")
@@ -156,13 +156,13 @@ def check_tree(archive: archive_mod.Archive, report: dict) -> CheckResult:
 
 
 def check_records(archive: archive_mod.Archive) -> CheckResult:
-    """Every results row points at a run record that exists, so a fresh clone can read what it claims."""
-    from grugctl import records
+    """Every results row points at a run record that exists, parses, holds its schema's fields, agrees
+    with the row and matches the hash the row keeps, so a fresh clone can trust what it claims."""
+    from grugctl.runs import records
 
-    missing = records.missing_records(archive.root, archive.experiments.values())
-    problems = [f"{line} is missing; restore it from git or remove the row" for line in missing]
+    problems = records.record_problems(archive.root, archive.experiments.values())
     rows = sum(len(entry.results) for entry in archive.experiments.values())
-    return _result("records", f"all {plural(rows, 'result row')} have their run record", problems)
+    return _result("records", f"all {plural(rows, 'result row')} have a sound run record", problems)
 
 
 def unfilled_shas(archive: archive_mod.Archive) -> bool:
@@ -585,7 +585,7 @@ def check_lint(root: Path, paths: Iterable[str] = LINT_PATHS) -> CheckResult:
 def core_test_step(root: Path, test_files: Iterable[str] | None = None):
     """(the pytest step promote's gate runs, its test files, whether they were narrowed from the default
     tests/test_grugformer_*.py by `test_files` or $GRUGCTL_GATE_TESTS); the step is None without tests."""
-    from grugctl import gate
+    from grugctl.promotion import gate
 
     tests, narrowed = gate.gate_tests(root, test_files)
     steps = gate.gate_steps(root, "-", root, tests) if tests else []
@@ -598,7 +598,7 @@ def _tail(output: str) -> tuple[str, ...]:
 
 def check_core_tests(root: Path, test_files: Iterable[str] | None = None) -> CheckResult:
     """The core's pytest suite (tests/test_grugformer_*.py, the 8-device sharding test included)."""
-    from grugctl import gate
+    from grugctl.promotion import gate
 
     step, tests, narrowed = core_test_step(root, test_files)
     if step is None:
@@ -620,7 +620,7 @@ def check_smoke(
     progress: Callable[[str], None] | None = None,
 ) -> CheckResult:
     """Each active experiment's `--smoke` run (tiny config, 2 steps) exits 0 and writes every result key."""
-    from grugctl import gate
+    from grugctl.promotion import gate
 
     ids = [i for i, e in archive.experiments.items() if e.status == "active"] if ids is None else list(ids)
     failures, tails, warnings, ran, start = [], [], [], 0, time.perf_counter()

@@ -1,16 +1,19 @@
-"""One way for tests to get a real git repository that is a copy of this one: core, experiments,
-archive and its run records, core tests, README, .gitignore and pyproject, committed once by a test
-identity."""
+"""One way for tests to get a real git repository shaped like this one: the core, the starter, the core
+tests, README, .gitignore and pyproject from this checkout, and archive.yaml from tests/fixtures/ (the
+starter alone, no results), committed once by a test identity.
+
+Only the project's code is copied: the user's own experiments, run records, archive rows and scratch
+files never reach a test repository, so whatever a clone has run or recorded, the tests see the same
+starting point (test_repo_copy.py holds this to the newcomer's sequence)."""
 
 import shutil
 from pathlib import Path
 
 import git
 
-from grugctl import archive
-
 REPO = Path(__file__).resolve().parents[1]
-PROVENANCE = ("base", "introduced", "last_known_good")
+FIXTURE_ARCHIVE = REPO / "tests" / "fixtures" / "archive.yaml"
+STARTER_DIR = "experiments/speedrun/grugformer_starter"
 
 
 def commit_all(root: Path, message: str) -> str:
@@ -20,24 +23,23 @@ def commit_all(root: Path, message: str) -> str:
     return repo.head.commit.hexsha
 
 
-def make_repo(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "runs", "results*.json", ".grugctl_cache")
-    for name in ("grug_core", "experiments"):
-        shutil.copytree(REPO / name, root / name, ignore=ignore)
-    # The tracked run records travel with a clone, as archive.yaml's rows expect; scratch runs do not.
-    shutil.copytree(REPO / "runs", root / "runs", ignore=shutil.ignore_patterns(".scratch"))
-    for name in ("archive.yaml", "pyproject.toml", "README.md", ".gitignore"):
-        shutil.copy2(REPO / name, root / name)
+def copy_project(source: Path, root: Path) -> None:
+    """The project's code from `source` into `root`, and the fixture archive; nothing a user made."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "results*.json", ".grugctl_cache")
+    shutil.copytree(source / "grug_core", root / "grug_core", ignore=ignore)
+    shutil.copytree(source / STARTER_DIR, root / STARTER_DIR, ignore=ignore)
+    for name in ("pyproject.toml", "README.md", ".gitignore"):
+        shutil.copy2(source / name, root / name)
+    shutil.copy2(FIXTURE_ARCHIVE, root / "archive.yaml")
     (root / "tests").mkdir()
-    for test in sorted(REPO.glob("tests/test_grugformer_*.py")):
+    for test in sorted(source.glob("tests/test_grugformer_*.py")):
         shutil.copy2(test, root / "tests" / test.name)
-    shutil.copytree(REPO / "tests" / "multidevice", root / "tests" / "multidevice", ignore=ignore)
-    # This repository's SHAs mean nothing in the copy's new history: drop them, as a fresh adopter would.
-    for entry_id, entry in archive.load_archive(root / "archive.yaml").experiments.items():
-        stale = {name: None for name in PROVENANCE if getattr(entry, name) is not None}
-        if stale:
-            archive.set_fields(root / "archive.yaml", entry_id, **stale)
+    shutil.copytree(source / "tests" / "multidevice", root / "tests" / "multidevice", ignore=ignore)
+
+
+def make_repo(tmp_path: Path, source: Path = REPO) -> Path:
+    root = tmp_path / "repo"
+    copy_project(source, root)
     repo = git.Repo.init(root)
     with repo.config_writer() as config:
         config.set_value("user", "name", "Test")

@@ -16,8 +16,9 @@ import pytest
 from repo_copy import commit_all, make_repo
 from test_diff import _invoke, edit_definition, experiment_file, starter_file
 
-from grugctl import archive, checks, codediff, gate
-from grugctl.results import RESULT_KEYS
+from grugctl import archive, checks, codediff
+from grugctl.promotion import gate
+from grugctl.runs.results import RESULT_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 IDEA = "gelu-mlp"
@@ -154,7 +155,8 @@ def test_records_travel_with_a_clone_and_a_missing_one_fails(repo: Path, tmp_pat
     git.Repo.clone_from(repo, clone)
     code, results = check(clone)
     assert (
-        code == 0 and results["records"]["message"] == f"all {shipped + 4} result rows have their run record"
+        code == 0
+        and results["records"]["message"] == f"all {shipped + 4} result rows have a sound run record"
     )
     compared = _invoke(clone, ["compare", IDEA, "--json", "--metric", "val_bpb"])
     assert compared.exit_code == 0 and json.loads(compared.stdout)[0]["metrics"][0]["n_candidate"] == 2
@@ -164,6 +166,42 @@ def test_records_travel_with_a_clone_and_a_missing_one_fails(repo: Path, tmp_pat
     code, results = check(clone)
     assert code == 1 and failing(results) == {"records"}
     assert text_of(results["records"]).count(f"{IDEA}: {row['record']} is missing") == 1
+
+
+@pytest.mark.parametrize("damage", ["truncated", "edited", "row edited", "no metrics"])
+def test_a_damaged_record_fails_check_and_compare_leaves_it_out(repo: Path, damage: str):
+    from test_plot import record_seeds
+
+    record_seeds(repo, "grugformer-starter", 0.014, seeds=3)
+    record_seeds(repo, IDEA, 0.02, seeds=3)
+    entry = archive.load_archive(repo / "archive.yaml").experiments[IDEA]
+    row = entry.results[1]
+    path = repo / row["record"]
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    elif damage == "edited":  # a better loss typed into the record by hand
+        record = json.loads(path.read_text())
+        record["metrics"]["val_bpb"] = 1.0
+        path.write_text(json.dumps(record, indent=1) + "\n")
+    elif damage == "row edited":  # the record is intact; its archive row claims another loss
+        archive.update_entries(
+            repo / "archive.yaml",
+            [IDEA],
+            lambda nodes, _: nodes[IDEA]["results"][1].__setitem__("val_bpb", 1.0),
+        )
+    else:  # a hand-written record: parses, but lacks what its schema requires
+        path.write_text(json.dumps({"version": 1, "experiment": IDEA, "seed": 1}) + "\n")
+    code, results = check(repo)
+    assert code == 1 and failing(results) == {"records"}, results
+    message = text_of(results["records"])
+    assert message.count(row["record"]) == 1 and f"{IDEA}: {row['record']}" in message, message
+    compared = _invoke(repo, ["compare", IDEA, "--json", "--metric", "val_bpb"])
+    assert compared.exit_code == 0, compared.output
+    (comparison,) = json.loads(compared.stdout)
+    assert comparison["metrics"][0]["n_candidate"] == 2
+    assert comparison["excluded_candidate"] == {"damaged run record (see grugctl check)": 1}
+    shown = _invoke(repo, ["compare", IDEA])
+    assert "damaged run record" in shown.output, shown.output
 
 
 def test_unregistered_file(repo: Path):

@@ -8,7 +8,9 @@ import pytest
 from scipy import stats as scipy_stats
 from test_diff import _invoke, make_repo, new_experiment
 
-from grugctl import archive, records, stats
+from grugctl import archive
+from grugctl.evidence import stats
+from grugctl.runs import records
 
 STARTER = "grugformer-starter"
 IDEA = "relu-squared"
@@ -20,13 +22,14 @@ def code_of(root, entry_id):
 
 
 def add_rows(root, entry_id, values, *, pair=None, steps=200, host="host-a", config="cfg-1", **extra):
-    """Summary rows as `grugctl run` writes them (records are not needed by compare)."""
+    """Summary rows as `grugctl run` writes them, without a record (compare holds a row that names one to
+    it; these name none)."""
     code = code_of(root, entry_id)
     for seed, value in enumerate(values):
         row = {
             "seed": seed, "steps": steps, "val_bpb": value, "val_loss": value * math.log(2),
             "steps_to_target": None, "time_to_target_s": None, "tokens_per_s": 5000 + seed,
-            "code": code, "config": config, "host": host, "record": f"runs/{entry_id}/x-seed{seed}.json",
+            "code": code, "config": config, "host": host,
         }  # fmt: skip
         if pair is not None:
             row["pair"] = f"{pair}-seed{seed}"

@@ -11,7 +11,8 @@ import pytest
 from test_diff import _invoke, experiment_file, surface_edit
 from test_promote import STARTER_ID, commit_all, entry, git_state, make_repo, snapshot
 
-from grugctl import archive, lifecycle
+from grugctl import archive
+from grugctl.promotion import lifecycle
 
 IDEA = "wide-mlp"
 

@@ -14,8 +14,9 @@ import pytest
 from repo_copy import commit_all, make_repo
 from typer.testing import CliRunner
 
-from grugctl import archive, codediff, diffrender
+from grugctl import archive, codediff
 from grugctl.cli import app
+from grugctl.experiments import diffrender
 
 REPO = Path(__file__).resolve().parents[1]
 STARTER_ID = "grugformer-starter"

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from test_diff import STARTER_ID, _invoke, commit_all, experiment_file, make_repo, starter_file, surface_edit
 
-from grugctl import archive, codediff, scaffold
+from grugctl import archive, codediff
+from grugctl.experiments import scaffold
 
 
 @pytest.fixture()

@@ -6,8 +6,10 @@ import numpy as np
 from matplotlib import image as mpimg
 from test_diff import _invoke, make_repo, new_experiment
 
-from grugctl import archive, plot, records
-from grugctl.runner import record_run
+from grugctl import archive
+from grugctl.evidence import plot
+from grugctl.runs import records
+from grugctl.runs.runner import record_run
 
 STARTER = "grugformer-starter"
 IDEA = "relu-squared"

@@ -20,7 +20,8 @@ from repo_copy import commit_all, make_repo
 from test_diff import _invoke, edit_definition, experiment_file, starter_file, surface_edit
 from test_plot import record_seeds
 
-from grugctl import archive, codediff, gate, promote
+from grugctl import archive, codediff, splice
+from grugctl.promotion import gate, promote
 
 REPO = Path(__file__).resolve().parents[1]
 STARTER_ID = "grugformer-starter"
@@ -206,7 +207,7 @@ def block(params, x):
 def test_splice_replaces_the_definition_inserts_helpers_before_use_and_adds_imports():
     core = codediff.load_core_sources("core", {"model": CORE_MODEL, "attention": CORE_ATTENTION})
     experiment = codediff.parse_module(EXPERIMENT)
-    spliced = promote.splice(
+    spliced = splice.splice(
         CORE_MODEL, "core/model.py", experiment, core, ["mlp"], ["relu_squared"], "core.model"
     )
     # comments above definitions travel with them; the helper lands before its first use; the import the
@@ -221,7 +222,7 @@ def test_splice_refuses_a_helper_that_would_shadow_a_name():
     experiment = codediff.parse_module(EXPERIMENT.replace("relu_squared", "math_helper"))
     shadowing = CORE_MODEL.replace("import math\n", "import math\nfrom x import math_helper\n")
     with pytest.raises(archive.GrugError, match="already binds math_helper"):
-        promote.splice(shadowing, "core/model.py", experiment, core, ["mlp"], ["math_helper"], "core.model")
+        splice.splice(shadowing, "core/model.py", experiment, core, ["mlp"], ["math_helper"], "core.model")
 
 
 def test_gate_runs_every_core_test_unless_narrowed(repo, monkeypatch):
@@ -423,12 +424,12 @@ def test_plan_warns_about_overlaps_and_leaves_copies_the_core_moved(repo):
 
     loaded = archive.load_archive(repo / "archive.yaml")
     plan = promote.plan_promote(loaded, IDEA)
-    assert plan.names == ("mlp",) and plan.helpers == ()
+    assert plan.code.names == ("mlp",) and plan.code.helpers == ()
     assert any("gelu-too also changed mlp" in w for w in plan.warnings), plan.warnings
     assert any(w.startswith("rms_norm is as the core had it") for w in plan.warnings), plan.warnings
-    assert "rms_norm" not in plan.core_diff
-    assert plan.covering["grug_core/model.py"]
-    assert [e.path for e in plan.edits] == [
+    assert "rms_norm" not in plan.code.core_diff
+    assert plan.gate.covering["grug_core/model.py"]
+    assert [e.path for e in plan.code.edits] == [
         "grug_core/model.py",
         starter_file(repo).relative_to(repo).as_posix(),
     ]
@@ -448,14 +449,14 @@ def test_plan_carries_a_helper_and_sorts_the_import_it_needs(repo):
     commit_all(repo, "gelu by hand")
 
     plan = promote.plan_promote(archive.load_archive(repo / "archive.yaml"), IDEA)
-    assert (plan.names, plan.helpers) == (("mlp",), ("gelu_tanh",))
-    assert plan.modules == {"grug_core/model.py": ("mlp", "gelu_tanh")}
-    assert plan.imports["grug_core/model.py"] == ("import math",)
-    model = next(e for e in plan.edits if e.path == "grug_core/model.py").new.decode()
+    assert (plan.code.names, plan.code.helpers) == (("mlp",), ("gelu_tanh",))
+    assert plan.code.modules == {"grug_core/model.py": ("mlp", "gelu_tanh")}
+    assert plan.code.imports["grug_core/model.py"] == ("import math",)
+    model = next(e for e in plan.code.edits if e.path == "grug_core/model.py").new.decode()
     assert "import dataclasses\nimport math\n\nimport jax\n" in model  # where ruff's isort puts it
     assert model.index("def gelu_tanh") < model.index("def mlp") < model.index("def block")
-    assert "+# tanh-approximated GELU written out" in plan.core_diff
-    starter = next(e for e in plan.edits if e.path != "grug_core/model.py").new.decode()
+    assert "+# tanh-approximated GELU written out" in plan.code.core_diff
+    starter = next(e for e in plan.code.edits if e.path != "grug_core/model.py").new.decode()
     assert starter.index("def gelu_tanh") < starter.index("def mlp")  # the starter tracks the core
 
 

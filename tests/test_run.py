@@ -9,7 +9,7 @@ import yaml
 from foreground import DEFAULT_SIGINT_THEN_GRUGCTL
 from test_diff import _invoke, commit_all, edit_definition, make_repo, new_experiment, starter_file
 
-from grugctl.results import RESULT_KEYS
+from grugctl.runs.results import RESULT_KEYS
 
 
 def run_starter(root, *args):

@@ -16,7 +16,10 @@ from repo_copy import commit_all, make_repo
 from test_diff import _invoke, edit_definition, experiment_file, starter_file
 from test_promote import snapshot
 
-from grugctl import archive, codediff, compare, gate, sync
+from grugctl import archive, codediff
+from grugctl.evidence import compare
+from grugctl.experiments import sync
+from grugctl.promotion import gate
 
 REPO = Path(__file__).resolve().parents[1]
 GELU = ("jax.nn.silu(", "jax.nn.gelu(")
@@ -353,7 +356,7 @@ def test_promote_lists_what_it_makes_stale_and_sync_all_syncs_in_its_commit(tmp_
     """The gate itself is exercised above and in test_promote.py; here it passes."""
     from test_promote import GELU, SILU, WAIVE, gelu_experiment
 
-    from grugctl import promote
+    from grugctl.promotion import promote
 
     passed = gate.GateResult(ok=True, failed=None, tail="", seconds={"core tests": 0.0})
     monkeypatch.setattr(promote, "run_gate", lambda *args, **kwargs: passed)

@@ -21,7 +21,8 @@ from repo_copy import commit_all, make_repo
 from test_diff import _invoke, edit_definition, experiment_file, starter_file
 from test_promote import FAST_TEST, FAST_TEST_SOURCE, GELU, IDEA, SILU, gelu_experiment, git_state, snapshot
 
-from grugctl import archive, gate, transaction
+from grugctl import archive, transaction
+from grugctl.promotion import gate
 
 # These promotions test the write path, not the evidence: no seeds were run, so the gate is waived.
 WAIVE = ("--waive", "the write path is under test, not the model")
@@ -242,7 +243,7 @@ def test_sigkill_during_the_gate_is_detected_and_recover_restores_every_byte(rep
 # records its SHA: HEAD is on the new branch, which holds a commit.
 KILL_AFTER_COMMIT = """
 import os, signal, sys
-from grugctl import promote
+from grugctl.promotion import promote
 promote._record_sha = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
 from grugctl.cli import app
 sys.argv = ["grugctl", *sys.argv[1:]]
@@ -357,6 +358,10 @@ def nobody_dir():
         pwd.getpwnam("nobody")
     except KeyError:
         pytest.skip("no user `nobody` on this machine")
+    # A clone under a private folder (a 0700 home) keeps its interpreter and code out of nobody's reach.
+    reach = grugctl("--version", cwd=Path(tempfile.gettempdir()), user="nobody")
+    if reach.returncode != 0:
+        pytest.skip("user `nobody` cannot run this checkout's Python (is it under a private folder?)")
     folder = Path(tempfile.mkdtemp(prefix="grugctl-nobody-"))
     folder.chmod(0o755)
     yield folder
@@ -409,7 +414,7 @@ def test_new_into_a_read_only_experiments_folder_is_one_sentence(tmp_path, nobod
 # an exception), so the record file is written and the row never is.
 RUN_THEN = """
 import os, signal, sys
-from grugctl import runner
+from grugctl.runs import runner
 how = sys.argv[1]
 def append_result(*args, **kwargs):
     if how == "kill":

@@ -113,7 +113,8 @@ def archive_status(
 
     Example: grugctl archive status --status active --sort-by val_bpb
     """
-    from grugctl import archive, compare
+    from grugctl import archive
+    from grugctl.evidence import compare
 
     path = find_archive_path(archive_path)
 

@@ -25,7 +25,7 @@ def new(
 
     Example: grugctl new rope-scaling --bucket attention --purpose "Scale RoPE theta with length."
     """
-    from grugctl import scaffold
+    from grugctl.experiments import scaffold
 
     archive = load_archive_for(archive_path)
     guarded(lambda: scaffold.check_new(archive, idea, bucket, from_id))
@@ -78,7 +78,8 @@ def diff(
 
     Example: grugctl diff rope-scaling --against origin --stat
     """
-    from grugctl import codediff, diffrender
+    from grugctl import codediff
+    from grugctl.experiments import diffrender
 
     if as_json and fmt not in ("text", "json"):
         raise fail(f"--json and --format {fmt} ask for two formats; pass one of them.")

@@ -28,38 +28,40 @@ from grugctl.errors import GrugError
 
 
 def _render_promote_plan(plan, dry_run: bool) -> None:
-    from grugctl.gate import GATE_TESTS_ENV
+    from grugctl.promotion.gate import GATE_TESTS_ENV
 
     verb = "would promote" if dry_run else "promote"
-    say(f"{verb} {plan.id} ({', '.join(plan.buckets)}) into the core: {', '.join(plan.names)}")
-    for path, names in plan.modules.items():
+    say(f"{verb} {plan.id} ({', '.join(plan.code.buckets)}) into the core: {', '.join(plan.code.names)}")
+    for path, names in plan.code.modules.items():
         say(f"  {path}: {', '.join(names)}")
-    for path, statements in plan.imports.items():
+    for path, statements in plan.code.imports.items():
         say("\n".join(f"  {path}: add `{s}`" for s in statements))
-    if plan.starter_names:
-        say(f"  {plan.starter}: the starter's copies of {', '.join(plan.starter_names)}")
-    sha = plan.last_known_good[:12] if plan.last_known_good else "-"
-    status = "deleted" if plan.delete else "superseded"
+    if plan.code.starter_names:
+        say(f"  {plan.code.starter}: the starter's copies of {', '.join(plan.code.starter_names)}")
+    sha = plan.landing.last_known_good[:12] if plan.landing.last_known_good else "-"
+    status = "deleted" if plan.landing.delete else "superseded"
     say(f"  archive.yaml: {plan.id} {status}, superseded_by core@pending, last_known_good {sha}")
-    if plan.delete:
-        say(f"  remove {plan.delete_target}{' (git rm)' if plan.delete_tracked else ''}")
-    tests = f"pytest {' '.join(plan.tests)}" if plan.tests else "no core tests"
-    narrowed = f" (narrowed by ${GATE_TESTS_ENV})" if plan.narrowed else ""
-    say(f"  gate: {tests}{narrowed}; {plan.starter} --smoke")
-    if plan.test_files:
-        copies = "".join(f"; {dest} from {source}" for source, dest in plan.shipped)
-        say(f"  tests promoted with it (in the gate and the commit): {', '.join(plan.test_files)}{copies}")
-    if plan.stale:
-        how = "synced now where they merge cleanly" if plan.sync_all else "`grugctl sync ID` or --sync-all"
-        say(f"  makes stale: {', '.join(plan.stale)} ({how})")
-    if plan.commit:
-        say(f"  commit on a new branch {plan.branch}, then record its SHA in archive.yaml (a second commit)")
+    if plan.landing.delete:
+        say(f"  remove {plan.landing.delete_target}{' (git rm)' if plan.landing.delete_tracked else ''}")
+    tests = f"pytest {' '.join(plan.gate.tests)}" if plan.gate.tests else "no core tests"
+    narrowed = f" (narrowed by ${GATE_TESTS_ENV})" if plan.gate.narrowed else ""
+    say(f"  gate: {tests}{narrowed}; {plan.code.starter} --smoke")
+    if plan.gate.test_files:
+        copies = "".join(f"; {dest} from {source}" for source, dest in plan.gate.shipped)
+        promoted = ", ".join(plan.gate.test_files)
+        say(f"  tests promoted with it (in the gate and the commit): {promoted}{copies}")
+    landing = plan.landing
+    if landing.stale:
+        how = "synced now where they merge cleanly" if landing.sync_all else "`grugctl sync ID` or --sync-all"
+        say(f"  makes stale: {', '.join(landing.stale)} ({how})")
+    if landing.commit:
+        say(f"  commit on a new branch {landing.branch}, then record its SHA in archive.yaml (2nd commit)")
     warn(list(plan.warnings))
-    if plan.core_diff:
+    if plan.code.core_diff:
         say()
-        sys.stdout.write(plan.core_diff)
+        sys.stdout.write(plan.code.core_diff)
         sys.stdout.flush()
-    from grugctl import comparerender
+    from grugctl.evidence import comparerender
 
     say()
     say("evidence (the speedrun metric against the starter; `grugctl compare` shows more):")
@@ -72,25 +74,25 @@ def _render_promote_plan(plan, dry_run: bool) -> None:
 
 def _render_promoted(plan, outcome) -> None:
     gate = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in outcome.gate.seconds.items())
-    where = "; ".join(f"{', '.join(names)} into {path}" for path, names in plan.modules.items())
+    where = "; ".join(f"{', '.join(names)} into {path}" for path, names in plan.code.modules.items())
     say(f"promoted {where}; gate passed ({gate})")
-    status = "deleted" if plan.delete else "superseded"
+    status = "deleted" if plan.landing.delete else "superseded"
     say(f"archive.yaml: {plan.id} {status}, superseded_by {outcome.superseded_by}")
-    for path, tests in plan.covering.items():
+    for path, tests in plan.gate.covering.items():
         if tests:
             say(f"lock the new behaviour with a test: {path} is covered by {', '.join(tests)}")
         else:
             say(f"no test imports {path}: add one that locks the new behaviour")
     if outcome.synced:
         say(f"synced onto the new core: {', '.join(outcome.synced)}")
-    left = [i for i in plan.stale if i not in outcome.synced]
+    left = [i for i in plan.landing.stale if i not in outcome.synced]
     if left:
         say(
             f"now stale: {', '.join(left)}; bring them onto the new core with `grugctl sync {' '.join(left)}`"
         )
     if outcome.commit:
         record = f"; its SHA recorded in {outcome.record_commit[:12]}" if outcome.record_commit else ""
-        say(f"committed {outcome.commit[:12]} on branch {plan.branch}{record}")
+        say(f"committed {outcome.commit[:12]} on branch {plan.landing.branch}{record}")
     else:
         warn(
             [f"commit, then `grugctl archive set {plan.id} --superseded-by core@<sha>` with its SHA"],
@@ -128,7 +130,7 @@ def promote(
 
     Example: grugctl promote relu-squared --dry-run
     """
-    from grugctl import promote as promoting
+    from grugctl.promotion import promote as promoting
 
     # The lock is held from the plan to the last write (git holds index.lock the same way): a plan made
     # while another promotion is mid-gate would splice against that promotion's half-done files.
@@ -145,7 +147,7 @@ def promote(
         guarded(lambda: promoting.check_evidence(plan))
         if dry_run:
             return
-        confirm(f"Promote {', '.join(plan.names)} from {plan.id} into the core?", yes)
+        confirm(f"Promote {', '.join(plan.code.names)} from {plan.id} into the core?", yes)
         progress = lambda message: err.print(message, markup=False, highlight=False)
         try:
             outcome = promoting.promote(archive, plan, progress)
@@ -210,7 +212,7 @@ def sync_command(
 
     Example: grugctl sync --all --dry-run
     """
-    from grugctl import sync
+    from grugctl.experiments import sync
 
     ids = list(experiment_ids or [])
     if resume or abort:
@@ -271,7 +273,7 @@ def delete_command(
 
     Example: grugctl delete relu-squared --superseded-by core@pending
     """
-    from grugctl import lifecycle
+    from grugctl.promotion import lifecycle
 
     archive = load_archive_for(archive_path)
     plan = guarded(lambda: lifecycle.plan_delete(archive, experiment_id, superseded_by))
@@ -299,7 +301,7 @@ def restore_command(
 
     Example: grugctl restore relu-squared --as relu-squared-again
     """
-    from grugctl import lifecycle
+    from grugctl.promotion import lifecycle
 
     archive = load_archive_for(archive_path)
     plan = guarded(lambda: lifecycle.plan_restore(archive, experiment_id, as_id))

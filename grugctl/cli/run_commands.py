@@ -99,7 +99,7 @@ def run_command(
 
     Example: grugctl run relu-squared grugformer-starter --seeds 4 --ray --cpus-per-run 2 --retries 1
     """
-    from grugctl import runner
+    from grugctl.runs import runner
 
     archive = load_archive_for(archive_path)
     show = None if as_json else (lambda done: say(_run_line(done)))
@@ -119,7 +119,7 @@ def run_command(
         _render_planned(guarded(lambda: runner.planned_runs(archive, entry_ids, **planned)), as_json)
         return
     if ray or ray_address:
-        from grugctl import rayrun
+        from grugctl.runs import rayrun
 
         options = rayrun.RayOptions(ray_address, cpus_per_run, gpus_per_run, retries, allow_dirty)
         finished = guarded(lambda: rayrun.run_on_ray(archive, entry_ids, options, **common))
@@ -165,7 +165,7 @@ def compare_command(
 
     Example: grugctl compare relu-squared --metric val_bpb --md
     """
-    from grugctl import compare, comparerender
+    from grugctl.evidence import compare, comparerender
 
     if as_json and as_md:
         raise fail("--json and --md both choose the output; pick one.")
@@ -207,7 +207,7 @@ def plot_command(
 
     Example: grugctl plot relu-squared grugformer-starter --out curves.html
     """
-    from grugctl import plot
+    from grugctl.evidence import plot
 
     archive = load_archive_for(archive_path, reading=True)
     if out_path.exists() and not dry_run:

@@ -3,11 +3,17 @@ read what a run did (its code, config, machine and curves) and `grugctl compare`
 
 A record is built by grugctl (never by the experiment file) from the child's full results and the
 git state taken just before the child started. archive.yaml keeps a summary row per run that points at
-its record; `grugctl check` fails when a row's record is missing.
+its record and keeps the record's content hash; `grugctl check` fails, and `grugctl compare` leaves the
+row out, when the record is missing, damaged, or disagrees with its row (`row_problem`).
+
+Evidence is keyed by what the code computes, not by its bytes: a row's `code` is a hash of the
+experiment file's syntax tree without docstrings (`code_id`), so a comment or docstring edit keeps the
+seeds already run while any change to a statement retires them.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import time
@@ -37,12 +43,37 @@ class Provenance:
     experiment_blob: str
     core_tree: str | None
     patch: str | None
+    code: str | None = None  # code_id: what the file computes, comments and docstrings aside
+
+
+def _without_docstrings(tree: ast.Module) -> ast.Module:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if not isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        first = body[0] if body else None
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(
+            first.value.value, str
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def source_code_id(source: bytes) -> str:
+    """sha256 of the syntax tree without docstrings or positions: equal for two files that differ only in
+    comments, docstrings or layout. A file that does not parse falls back to its git blob id (no run of
+    it can exist, so nothing matches it)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return blob_id(source)
+    return hashlib.sha256(ast.dump(_without_docstrings(tree)).encode()).hexdigest()
 
 
 def code_id(root: Path, experiment_path: str) -> str:
-    """The blob id of the experiment file as it is now on disk: rows with another id ran other code."""
+    """The code id of the experiment file as it is now on disk: rows with another id ran other code."""
     try:
-        return blob_id((root / experiment_path).read_bytes())
+        return source_code_id((root / experiment_path).read_bytes())
     except OSError as error:
         raise GrugError(f"cannot read {experiment_path} ({error.strerror}); restore the file") from None
 
@@ -53,9 +84,13 @@ def provenance(root: Path, experiment_path: str, core: str) -> Provenance:
     from grugctl import gitinfo
 
     repo = gitinfo.open_repo(root)
-    blob = code_id(root, experiment_path)
+    try:
+        source = (root / experiment_path).read_bytes()
+    except OSError as error:
+        raise GrugError(f"cannot read {experiment_path} ({error.strerror}); restore the file") from None
+    blob, code = blob_id(source), source_code_id(source)
     if not gitinfo.has_commits(repo):
-        return Provenance(None, True, blob, None, None)
+        return Provenance(None, True, blob, None, None, code)
     head = gitinfo.head_sha(repo)
     tree = repo.git.rev_parse(f"{head}:{core}") if _exists_at(repo, head, core) else None
     patch = repo.git.diff("HEAD", "--", experiment_path, core)
@@ -64,7 +99,7 @@ def provenance(root: Path, experiment_path: str, core: str) -> Provenance:
         # `git diff --no-index` exits 1 when the files differ, which they always do here.
         patch += "\n" + repo.git.diff("--no-index", "--", "/dev/null", path, with_exceptions=False)
     patch = patch.strip("\n")
-    return Provenance(head, bool(patch), blob, tree, patch + "\n" if patch else None)
+    return Provenance(head, bool(patch), blob, tree, patch + "\n" if patch else None, code)
 
 
 def _exists_at(repo, sha: str, path: str) -> bool:
@@ -147,6 +182,11 @@ def build_record(
     }
 
 
+def _code(source: dict) -> str:
+    """The row's code key: the code id, or for a record written before code ids, its file's blob id."""
+    return (source.get("code") or source["experiment_blob"])[:12]
+
+
 def summary_row(record: dict, path: str) -> dict:
     """The archive.yaml row for a record: what compare and the leaderboard read, and where the rest is."""
     metrics, source, host = record["metrics"], record["git"], record.get("host") or {}
@@ -161,7 +201,7 @@ def summary_row(record: dict, path: str) -> dict:
         "tokens_to_target": None if metrics["tokens_to_target"] is None else int(metrics["tokens_to_target"]),
         "time_to_target_s": _round(metrics["time_to_target_s"], 1),
         "tokens_per_s": round(metrics["tokens_per_s"]),
-        "code": source["experiment_blob"][:12],
+        "code": _code(source),
         "config": record["config_hash"],
         "host": host.get("id"),
     }
@@ -206,7 +246,7 @@ def failure_row(record: dict, path: str) -> dict:
         "seed": record["seed"],
         "attempt": record["attempt"],
         "exit_code": record["exit_code"],
-        "code": source["experiment_blob"][:12],
+        "code": _code(source),
     }
     if record["pair"]:
         row["pair"] = record["pair"]
@@ -232,12 +272,66 @@ def read_record(root: Path, path: str) -> dict:
         raise GrugError(f"run record {path} is unreadable ({error}); restore it from git") from None
 
 
-def missing_records(root: Path, experiments) -> list[str]:
-    """`id: path` for every archive row whose record file does not exist."""
-    missing = []
+def content_hash(data: bytes) -> str:
+    """The hash a row keeps of its record's bytes: any edit or truncation of the record changes it."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+# What a record must hold for its row to be trusted; curves may be empty, the metrics may not be absent.
+REQUIRED = ("version", "experiment", "seed", "date", "git", "config", "config_hash", "metrics")
+REQUIRED_FAILED = ("version", "experiment", "seed", "date", "git", "status", "attempt", "exit_code")
+CHECKED_METRICS = ("steps", "tokens", *ROW_METRICS)
+
+
+def row_problem(root: Path, entry_id: str, row: dict) -> str | None:
+    """Why a results row cannot be trusted, in one sentence naming its record; None when the record exists,
+    matches the hash the row keeps, holds the fields its schema requires, and agrees with the row."""
+    path = row.get("record") or row.get("results")
+    if not isinstance(path, str):
+        return None  # a row grugctl did not write (no record to hold it to)
+    try:
+        data = (root / path).read_bytes()
+    except FileNotFoundError:
+        return f"{path} is missing; restore it from git or remove the row"
+    except OSError as error:
+        return f"{path} is unreadable ({error.strerror}); restore it from git"
+    kept = row.get("record_hash")
+    if kept is not None and content_hash(data) != kept:
+        return f"{path} was changed after it was recorded (its hash is not the row's); restore it from git"
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return f"{path} is not valid JSON; restore it from git"
+    if not isinstance(record, dict):
+        return f"{path} is not a run record; restore it from git"
+    failed = record.get("status") == "failed"
+    absent = [name for name in (REQUIRED_FAILED if failed else REQUIRED) if name not in record]
+    if not failed:
+        metrics = record.get("metrics")
+        metrics = metrics if isinstance(metrics, dict) else {}
+        absent += [f"metrics.{name}" for name in CHECKED_METRICS if name not in metrics]
+    if not isinstance(record.get("git"), dict) or "experiment_blob" not in record["git"]:
+        absent.append("git.experiment_blob")
+    if absent:
+        return f"{path} lacks {', '.join(absent)}; restore it from git"
+    if record["experiment"] != entry_id:
+        return f"{path} is a record of {record['experiment']!r}, not {entry_id!r}; move the row or the file"
+    try:
+        expected = failure_row(record, path) if failed else summary_row(record, path)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return f"{path} has fields of the wrong type; restore it from git"
+    differ = [name for name, value in expected.items() if name != "record" and row.get(name) != value]
+    if differ:
+        return f"{path} disagrees with its archive row on {', '.join(differ)}; restore the row or the record"
+    return None
+
+
+def record_problems(root: Path, experiments) -> list[str]:
+    """`id: sentence` for every archive row whose record is missing, damaged or disagrees with it."""
+    problems = []
     for entry in experiments:
         for row in entry.results:
-            path = row.get("record") or row.get("results")
-            if isinstance(path, str) and not (root / path).is_file():
-                missing.append(f"{entry.id}: {path}")
-    return missing
+            problem = row_problem(root, entry.id, row)
+            if problem is not None:
+                problems.append(f"{entry.id}: {problem}")
+    return problems

@@ -34,6 +34,7 @@ from pathlib import Path
 from grugctl import archive as archive_mod
 from grugctl import codediff, gitinfo, transaction
 from grugctl.errors import CHECK_FAILED, GrugError
+from grugctl.splice import add_imports, insert_lines
 
 CURRENT = "current"  # already as the core has it (comments aside)
 REFRESHED = "refreshed"  # unchanged by the experiment: now the core's
@@ -124,8 +125,6 @@ def _needs(text: str, filename: str, names: list[str], extra: dict[str, set[str]
     `extra` each also uses) take from their core module that the file does not bind. A helper is copied
     when the starter holds a copy (the experiment then looks as a fresh copy of the starter would), else
     imported from the core."""
-    from grugctl.promote import insert_lines
-
     helpers, statements, added = [], [], set()
     while True:
         module = codediff.parse_module(text, filename)
@@ -213,8 +212,6 @@ def merge_module(
     fresh = [n for n in outcomes if outcomes[n] in (REFRESHED, MERGED, CONFLICT)]
     text, helpers, statements = _needs(text, filename, fresh, theirs, now, starter)
     if statements:
-        from grugctl.promote import add_imports
-
         text = add_imports(text, statements)
     text, removed = _tidy(text, filename, ours, then, now, outcomes, set().union(set(), *theirs.values()))
     text = _replace_all(text, filename, conflicts)

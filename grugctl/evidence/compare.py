@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass
 
-from grugctl import records, stats
 from grugctl.archive import Archive, get_entry
 from grugctl.errors import GrugError
+from grugctl.evidence import stats
+from grugctl.runs import records
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,8 @@ def usable_rows(
             excluded["other code than the current file"] += 1
         elif not isinstance(row.get("val_bpb"), (int, float)):
             excluded["no val_bpb"] += 1
+        elif records.row_problem(archive.root, entry_id, row) is not None:
+            excluded["damaged run record (see grugctl check)"] += 1
         else:
             rows.append(row)
     if steps is None and rows:

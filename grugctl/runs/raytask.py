@@ -3,7 +3,7 @@ code and hand back its results, never touching the driver's repository.
 
 The worker's current folder is the code the driver shipped (runtime_env working_dir); the child runs
 the experiment file from there with that folder first on PYTHONPATH, so the shipped grug_core wins over
-any installed copy. Standard library only (plus grugctl.hostjobs and, for the corpus, grug_core.data),
+any installed copy. Standard library only (plus grugctl.runs.hostjobs and, for the corpus, grug_core.data),
 because the worker imports this module from the shipped code.
 """
 
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from grugctl import hostjobs
+from grugctl.runs import hostjobs
 
 LOG_TAIL_LINES = 40
 # How often the loop below wakes up while the child is quiet: a cancel (KeyboardInterrupt raised by

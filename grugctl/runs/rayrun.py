@@ -14,11 +14,11 @@ import os
 import sys
 from dataclasses import dataclass
 
-from grugctl import records
+from grugctl.runs import records
 from grugctl.archive import Archive
 from grugctl.codediff import experiment_file
 from grugctl.errors import CHECK_FAILED, GrugError
-from grugctl.runner import (
+from grugctl.runs.runner import (
     INTERRUPTED,
     Finished,
     Job,
@@ -170,7 +170,7 @@ def run_on_ray(
     flags = child_options(steps=steps, smoke=smoke, mesh=mesh)
 
     ray = start_ray(archive, options)
-    from grugctl import raytask
+    from grugctl.runs import raytask
 
     task = ray.remote(raytask.run_on_worker).options(
         num_cpus=options.cpus_per_run, num_gpus=options.gpus_per_run, max_retries=0

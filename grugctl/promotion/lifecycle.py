@@ -195,7 +195,7 @@ def _destination(archive, entry, source: str, new_id: str | None) -> tuple[str, 
     """(the entry's path once restored, the folder or file the restored files go to)."""
     if new_id is None:
         return entry.path, source
-    from grugctl import scaffold
+    from grugctl.experiments import scaffold
 
     scaffold.check_name(new_id)
     if new_id in archive.experiments:

@@ -11,9 +11,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from grugctl import compare, records
 from grugctl.archive import Archive
 from grugctl.errors import GrugError
+from grugctl.evidence import compare
+from grugctl.runs import records
 
 CURVE_METRICS = ("val_bpb", "val_loss", "train_loss")
 X_AXES = {"step": "step", "tokens": "tokens", "time": "seconds"}  # keys of a record's eval_curve
@@ -172,7 +173,7 @@ def write_plot(
 ) -> list[Curve]:
     """Write `out` (.png or .html); the HTML page adds the comparison of each id with the baseline.
     A dry run loads and checks the curves it would draw and writes nothing."""
-    from grugctl import comparerender
+    from grugctl.evidence import comparerender
     from grugctl.transaction import write_bytes
 
     suffix = out.suffix.lower()

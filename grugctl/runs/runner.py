@@ -18,11 +18,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from grugctl import hostjobs, records, transaction
+from grugctl import transaction
+from grugctl.runs import hostjobs
+from grugctl.runs import records
 from grugctl.archive import Archive, append_result, get_entry
 from grugctl.codediff import experiment_file
 from grugctl.errors import CHECK_FAILED, GrugError
-from grugctl.results import RESULT_KEYS
+from grugctl.runs.results import RESULT_KEYS
 
 INTERRUPTED = 130
 
@@ -139,12 +141,14 @@ def record_run(archive: Archive, entry_id: str, record: dict) -> dict:
     suffix = f"-failed{record['attempt']}" if failed else ""
     path = records.record_path(entry_id, record["seed"], suffix=suffix)
     row = records.failure_row(record, path) if failed else records.summary_row(record, path)
+    data = records.encode(record)
+    row["record_hash"] = records.content_hash(data)  # so check and compare notice a later edit
     with transaction.transaction(
         archive.root, f"grugctl run {entry_id} (recording seed {record['seed']})"
     ) as txn:
         if (archive.root / path).exists():  # two runs of one seed within a second
             raise GrugError(f"{path} already exists; wait a second and run again")
-        transaction.write(txn, path, records.encode(record))
+        transaction.write(txn, path, data)
         append_result(archive.path, entry_id, row)
     return row
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 
-from grugctl.compare import Comparison, MetricResult
+from grugctl.evidence.compare import Comparison, MetricResult
 
 HEADERS = ("metric", "n", "candidate", "baseline", "delta", "95% CI", "p", "verdict")
 _ANSI = {"better": "32", "worse": "31", "inconclusive": "33"}

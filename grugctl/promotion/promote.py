@@ -26,18 +26,21 @@ import contextlib
 import dataclasses
 import difflib
 import re
-import subprocess
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from grugctl import archive as archive_mod
-from grugctl import codediff, compare, gitinfo, lifecycle, records, transaction
-from grugctl.compare import Comparison
+from grugctl import codediff, gitinfo, transaction
 from grugctl.errors import CHECK_FAILED, GrugError
-from grugctl.gate import GATE_TESTS, GateResult, gate_tests, run_gate
+from grugctl.evidence import compare
+from grugctl.evidence.compare import Comparison
+from grugctl.experiments import sync
+from grugctl.promotion import lifecycle
+from grugctl.promotion.gate import GATE_TESTS, GateResult, gate_tests, run_gate
+from grugctl.runs import records
+from grugctl.splice import Spliced, sort_imports, splice
 from grugctl.transaction import git
 
 TESTS_DIR = "tests"
@@ -51,35 +54,56 @@ class FileEdit:
 
 
 @dataclass(frozen=True)
-class PromotePlan:
-    id: str
-    path: str  # the experiment's file
-    purpose: str
+class CodeChange:
+    """What moves: the definitions, where they land, and the bytes of every file that changes."""
+
     names: tuple[str, ...]  # promoted core definitions, in experiment file order
     helpers: tuple[str, ...]  # experiment-only definitions they use, carried along
+    buckets: tuple[str, ...]
     modules: dict[str, tuple[str, ...]]  # core module file -> names and helpers spliced into it
     imports: dict[str, tuple[str, ...]]  # file -> import statements added
-    buckets: tuple[str, ...]
     edits: tuple[FileEdit, ...]  # core modules, then the starter
     starter: str  # the starter's file
     starter_names: tuple[str, ...]  # definitions updated in the starter
     core_diff: str  # unified diff of the core package
+
+
+@dataclass(frozen=True)
+class GatePlan:
+    """What must pass before anything lands."""
+
     tests: tuple[str, ...]  # the gate's pytest arguments; empty: no core test matched
     narrowed: bool  # tests came from GRUGCTL_GATE_TESTS
     covering: dict[str, tuple[str, ...]]  # core module file -> test files importing it
+    test_files: tuple[str, ...] = ()  # tests promoted with it: edits under tests/ and shipped copies
+    shipped: tuple[tuple[str, str], ...] = ()  # (test_<id>.py in its folder, where it goes under tests/)
+
+
+@dataclass(frozen=True)
+class Landing:
+    """What happens to the archive, the experiment's folder and git once the gate passed."""
+
     last_known_good: str | None  # full SHA of the experiment's newest commit
     delete: bool
     delete_target: str | None  # folder or file --delete removes
     delete_tracked: bool
     commit: bool
     branch: str
-    warnings: tuple[str, ...]
-    evidence: Comparison  # the experiment against the starter on the speedrun metric
-    waiver: str | None  # why it is promoted without a significant win (--waive)
-    test_files: tuple[str, ...] = ()  # tests promoted with it: edits under tests/ and shipped copies
-    shipped: tuple[tuple[str, str], ...] = ()  # (test_<id>.py in its folder, where it goes under tests/)
     stale: tuple[str, ...] = ()  # other active experiments whose copies this promotion moves
     sync_all: bool = False  # sync them in the same transaction (and commit)
+
+
+@dataclass(frozen=True)
+class PromotePlan:
+    id: str
+    path: str  # the experiment's file
+    purpose: str
+    code: CodeChange
+    gate: GatePlan
+    landing: Landing
+    evidence: Comparison  # the experiment against the starter on the speedrun metric
+    waiver: str | None  # why it is promoted without a significant win (--waive)
+    warnings: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -199,108 +223,6 @@ def _harness_check(experiment, harness: frozenset[str], moved: list[str]) -> Non
                 f"{name} uses {', '.join(uses)} from the experiment's harness, which the core lacks; "
                 "pass it in as an argument first."
             )
-
-
-# ---------------------------------------------------------------- splicing
-
-
-def insert_lines(text: str, line: int, block: str) -> str:
-    """`block` inserted before 1-based `line`."""
-    lines = text.splitlines(keepends=True)
-    return "".join(lines[: line - 1]) + block + "".join(lines[line - 1 :])
-
-
-def add_imports(text: str, statements: list[str]) -> str:
-    """One line per statement after the module's last top-level import (or its docstring)."""
-    if not statements:
-        return text
-    import ast
-
-    tree = ast.parse(text)
-    block = "".join(s + "\n" for s in statements)
-    last = [n.end_lineno for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
-    if last:
-        return insert_lines(text, max(last) + 1, block)
-    first = tree.body[0] if tree.body else None
-    docstring = isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant)
-    return insert_lines(text, first.end_lineno + 1, "\n" + block) if docstring else block + "\n" + text
-
-
-def _imports_for(experiment, core, moved: list[str], target: codediff.Module, own: str) -> list[str]:
-    """Statements binding what `moved` uses that `target` (import name `own`) lacks: the experiment's own
-    imports, and core definitions it holds copies of that live in another core module."""
-    wanted = [i for i in codediff.needed_imports(experiment, moved, target, own)]
-    statements = {i.name: i.statement for i in wanted}
-    bound = set(target.definitions) | set(target.imports) | set(statements)
-    for name in moved:
-        for ref in sorted(experiment.definitions[name].references - bound):
-            module = core.owner.get(ref)
-            if module is not None and f"{core.package}.{module}" != own and ref in experiment.definitions:
-                statements[ref] = f"from {core.package}.{module} import {ref}"
-                bound.add(ref)
-    return list(statements.values())
-
-
-@dataclass(frozen=True)
-class Spliced:
-    text: str  # the module after the splice
-    names: tuple[str, ...]  # definitions replaced and helpers inserted
-    imports: tuple[str, ...]  # import statements added
-
-
-def splice(
-    text: str, filename: str, experiment, core, names: list[str], helpers: list[str], own: str
-) -> Spliced:
-    """`names` replaced by the experiment's source where `text` defines them, `helpers` inserted before
-    their first use, missing imports added."""
-    done = []
-    for name in names:
-        current = codediff.parse_module(text, filename)
-        if name in current.definitions:
-            text = codediff.replace_definition(
-                text, current.definitions[name], experiment.definitions[name].source
-            )
-            done.append(name)
-    for helper in helpers:
-        current = codediff.parse_module(text, filename)
-        if helper in current.definitions or helper in current.imports:
-            raise GrugError(
-                f"{filename} already binds {helper}; rename the experiment's helper {helper} first."
-            )
-        user = next((d for d in current.definitions.values() if helper in d.references), None)
-        if user is not None:
-            text = insert_lines(text, user.start, experiment.definitions[helper].source + "\n\n")
-            done.append(helper)
-    statements = _imports_for(experiment, core, done, codediff.parse_module(text, filename), own)
-    text = add_imports(text, statements)
-    result = codediff.parse_module(text, filename)
-    for name in done:
-        if result.definitions[name].fingerprint != experiment.definitions[name].fingerprint:
-            raise GrugError(
-                f"splicing {name} into {filename} went wrong; nothing was written, please report it."
-            )
-    return Spliced(text, tuple(done), tuple(statements))
-
-
-def sort_imports(root: Path, rel: str, original: str, text: str) -> str:
-    """`text` with its imports sorted by ruff under the project's own settings, but only when `original`
-    already passed that check: then the only lines it moves are the imports promote added. Without ruff
-    (a dev dependency) the imports stay where splice put them."""
-
-    def fixed(source: str) -> str | None:
-        command = [sys.executable, "-m", "ruff", "check", "--select", "I", "--fix-only", "--quiet"]
-        try:
-            done = subprocess.run(
-                [*command, "--stdin-filename", rel, "-"], cwd=root, input=source, capture_output=True,
-                text=True, timeout=60,
-            )  # fmt: skip
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout if done.returncode == 0 and done.stdout else None
-
-    if fixed(original) != original:
-        return text
-    return fixed(text) or text
 
 
 def _unified(path: str, old: bytes, new: bytes) -> str:
@@ -566,42 +488,49 @@ def plan_promote(
     test_files, shipped = _promoted_tests(repo, archive, entry)
     present = [f for f in test_files if (archive.root / f).exists()] + [dest for _, dest in shipped]
     test_args = _with_tests(test_args, list(dict.fromkeys(present)))
-    from grugctl import sync
-
     promoted = {n: experiment.definitions[n].fingerprint for n in names + helpers}
     if not test_args:
         warnings.append(
             f"no core tests match {' '.join(GATE_TESTS)}; the gate is only the starter's smoke run."
         )
-    return PromotePlan(
-        id=experiment_id,
-        path=entry.path,
-        purpose=entry.purpose,
+    code_change = CodeChange(
         names=tuple(names),
         helpers=tuple(helpers),
+        buckets=tuple(dict.fromkeys(c.bucket for c in chosen)),
         modules=modules,
         imports={k: v for k, v in imports.items() if v},
-        buckets=tuple(dict.fromkeys(c.bucket for c in chosen)),
         edits=tuple(edits),
         starter=starter_rel,
         starter_names=starter_spliced.names,
         core_diff=core_diff,
+    )
+    gate_plan = GatePlan(
         tests=tuple(test_args),
         narrowed=narrowed,
         covering=covering_tests(archive.root, core.package, dict.fromkeys(home[n] for n in names + helpers)),
+        test_files=tuple(test_files),
+        shipped=tuple(shipped),
+    )
+    landing = Landing(
         last_known_good=last,
         delete=delete,
         delete_target=target,
         delete_tracked=target is not None and transaction.tracked(repo, archive.root, target),
         commit=commit,
         branch=branch,
-        warnings=tuple(warnings),
-        evidence=compare.evidence_for_promotion(archive, experiment_id),
-        waiver=waiver.strip() if waiver is not None else None,
-        test_files=tuple(test_files),
-        shipped=tuple(shipped),
         stale=tuple(sync.made_stale(archive, promoted, experiment_id)),
         sync_all=sync_all,
+    )
+    return PromotePlan(
+        id=experiment_id,
+        path=entry.path,
+        purpose=entry.purpose,
+        code=code_change,
+        gate=gate_plan,
+        landing=landing,
+        evidence=compare.evidence_for_promotion(archive, experiment_id),
+        waiver=waiver.strip() if waiver is not None else None,
+        warnings=tuple(warnings),
     )
 
 
@@ -631,36 +560,38 @@ def _record(archive, plan: PromotePlan, superseded_by: str, first: bool) -> None
         if node is None or (first and entry.status != "active"):
             raise GrugError(f"{plan.id} changed in archive.yaml during the promotion; run promote again.")
         if first:
-            archive_mod.put_field(node, "status", "deleted" if plan.delete else "superseded")
-            if plan.last_known_good:
-                archive_mod.put_field(node, "last_known_good", plan.last_known_good[: archive_mod.SHA_LEN])
+            archive_mod.put_field(node, "status", "deleted" if plan.landing.delete else "superseded")
+            last = plan.landing.last_known_good
+            if last:
+                archive_mod.put_field(node, "last_known_good", last[: archive_mod.SHA_LEN])
         archive_mod.put_field(node, "superseded_by", superseded_by)
         if first and plan.waiver is not None:
             archive_mod.put_field(node, "waiver", plan.waiver)
-        if first and plan.test_files:
-            archive_mod.put_field(node, "tests", ", ".join(plan.test_files))
+        if first and plan.gate.test_files:
+            archive_mod.put_field(node, "tests", ", ".join(plan.gate.test_files))
 
     archive_mod.update_entries(archive.path, [plan.id], edit)
 
 
 def commit_message(plan: PromotePlan) -> str:
-    names = ", ".join(plan.names)
+    names = ", ".join(plan.code.names)
     lines = [f"Promote {plan.id} into the core: {names}", "", plan.purpose, ""]
-    for path, spliced in plan.modules.items():
+    for path, spliced in plan.code.modules.items():
         lines.append(f"- {path}: {', '.join(spliced)}")
-    if plan.starter_names:
-        lines.append(f"- {plan.starter}: the starter's copies of {', '.join(plan.starter_names)}")
-    lines.append(f"- archive.yaml: {plan.id} {'deleted' if plan.delete else 'superseded'} by this commit")
-    if plan.delete:
-        lines.append(f"- {plan.delete_target}: removed")
-    lines += [f"- {path}: a test promoted with it" for path in plan.test_files]
+    if plan.code.starter_names:
+        lines.append(f"- {plan.code.starter}: the starter's copies of {', '.join(plan.code.starter_names)}")
+    status = "deleted" if plan.landing.delete else "superseded"
+    lines.append(f"- archive.yaml: {plan.id} {status} by this commit")
+    if plan.landing.delete:
+        lines.append(f"- {plan.landing.delete_target}: removed")
+    lines += [f"- {path}: a test promoted with it" for path in plan.gate.test_files]
     lines += [
         "",
         f"Experiment: {plan.path}"
-        + (f" (last known good {plan.last_known_good[:12]})" if plan.last_known_good else ""),
+        + (f" (last known good {plan.landing.last_known_good[:12]})" if plan.landing.last_known_good else ""),
     ]
-    tests = f"pytest {' '.join(plan.tests)}; " if plan.tests else ""
-    lines.append(f"Gate passed: {tests}{plan.starter} --smoke")
+    tests = f"pytest {' '.join(plan.gate.tests)}; " if plan.gate.tests else ""
+    lines.append(f"Gate passed: {tests}{plan.code.starter} --smoke")
     return "\n".join(lines) + "\n"
 
 
@@ -671,21 +602,21 @@ def _commit(repo, message: str, paths: list[Path]) -> str:
 
 
 def _check_unchanged(root: Path, plan: PromotePlan) -> None:
-    for edit in plan.edits:
+    for edit in plan.code.edits:
         if (root / edit.path).read_bytes() != edit.old:
             raise GrugError(f"{edit.path} changed since the plan was made; run promote again.")
 
 
 def _splice_and_gate(txn, plan: PromotePlan, progress: Callable[[str], None]) -> GateResult:
-    for edit in plan.edits:
+    for edit in plan.code.edits:
         transaction.write(txn, edit.path, edit.new)
-    for source, dest in plan.shipped:
+    for source, dest in plan.gate.shipped:
         transaction.write(txn, dest, (txn.root / source).read_bytes())
-    gate = run_gate(txn.root, plan.starter, plan.tests, progress)
+    gate = run_gate(txn.root, plan.code.starter, plan.gate.tests, progress)
     if not gate.ok:
         raise GateFailed(
-            f"the gate's {gate.failed} failed after splicing {', '.join(plan.names)}; every touched file "
-            "was restored byte for byte and nothing was promoted.",
+            f"the gate's {gate.failed} failed after splicing {', '.join(plan.code.names)}; every touched "
+            "file was restored byte for byte and nothing was promoted.",
             gate.tail,
         )
     return gate
@@ -695,18 +626,18 @@ def _land(txn, repo, archive, plan: PromotePlan, synced: Iterable[str] = ()) -> 
     """After the gate: archive.yaml, the removal, the promotion commit (None without --commit)."""
     root = archive.root
     _record(archive, plan, archive_mod.CORE_PENDING, first=True)
-    paths = [root / e.path for e in plan.edits] + [p for p in _bookkeeping(archive) if p.exists()]
-    paths += [root / p for p in plan.test_files]
+    paths = [root / e.path for e in plan.code.edits] + [p for p in _bookkeeping(archive) if p.exists()]
+    paths += [root / p for p in plan.gate.test_files]
     paths += [codediff.experiment_file(root, archive.experiments[i].path) for i in synced]
-    if plan.delete:
-        lifecycle.remove_target(txn, repo, plan.delete_target, plan.delete_tracked)
-        if plan.delete_tracked:
-            paths.append(root / plan.delete_target)
-    if not plan.commit:
+    if plan.landing.delete:
+        lifecycle.remove_target(txn, repo, plan.landing.delete_target, plan.landing.delete_tracked)
+        if plan.landing.delete_tracked:
+            paths.append(root / plan.landing.delete_target)
+    if not plan.landing.commit:
         return None
     staged = [p.relative_to(root).as_posix() for p in paths]
-    transaction.note_git(txn, head=transaction.current_ref(repo), branch=plan.branch, staged=staged)
-    git(repo, "checkout", "-q", "-b", plan.branch)
+    transaction.note_git(txn, head=transaction.current_ref(repo), branch=plan.landing.branch, staged=staged)
+    git(repo, "checkout", "-q", "-b", plan.landing.branch)
     return _commit(repo, commit_message(plan), paths)
 
 
@@ -721,14 +652,13 @@ def promote(
         if archive_mod.get_entry(archive_mod.load_archive(archive.path), plan.id).status != "active":
             raise GrugError(f"{plan.id} is no longer active in archive.yaml; nothing was promoted.")
         repo = transaction.open_repo(root)
-        transaction.touch(txn, [e.path for e in plan.edits] + [archive.path.relative_to(root).as_posix()])
+        touched = [e.path for e in plan.code.edits] + [archive.path.relative_to(root).as_posix()]
+        transaction.touch(txn, touched)
         gate = _splice_and_gate(txn, plan, progress)
         synced, warnings = [], []
-        if plan.sync_all and plan.stale:
-            from grugctl import sync
-
+        if plan.landing.sync_all and plan.landing.stale:
             head = gitinfo.head_sha(repo)
-            synced, warnings = sync.sync_after_promotion(txn, archive, list(plan.stale), head)
+            synced, warnings = sync.sync_after_promotion(txn, archive, list(plan.landing.stale), head)
         sha = _land(txn, repo, archive, plan, synced)
         if sha is None:
             return PromoteOutcome(gate, archive_mod.CORE_PENDING, None, None, tuple(warnings), tuple(synced))
