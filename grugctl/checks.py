@@ -5,7 +5,7 @@ experiment contracts (each active experiment parses and holds the starter's edit
 at a time (changes against the origin as of `base`), drift (copies the core has moved under; a warning,
 never a failure) and ruff. Unless --fast: each active experiment's `--smoke` run and the core tests, as
 subprocesses in the repository root (the command lines and environment are the promotion gate's,
-grugctl/gate.py). An experiment with a `# grug: noverify <reason>` comment line is excused from the
+grugctl/promotion/gate.py). An experiment with a `# grug: noverify <reason>` comment line is excused from the
 edit-surface rule and its smoke run, which both report as warnings; it must still parse, and the other
 checks still apply.
 
@@ -162,7 +162,25 @@ def check_records(archive: archive_mod.Archive) -> CheckResult:
 
     problems = records.record_problems(archive.root, archive.experiments.values())
     rows = sum(len(entry.results) for entry in archive.experiments.values())
-    return _result("records", f"all {plural(rows, 'result row')} have a sound run record", problems)
+    return _result(
+        "records", f"all {plural(rows, 'result row')} have a sound run record", problems, _baseline(archive)
+    )
+
+
+def _baseline(archive: archive_mod.Archive) -> list[str]:
+    """Every comparison is against the starter: without runs of its current code (a promotion or any
+    real edit retires them) compare has nothing to measure against."""
+    from grugctl.evidence import compare
+
+    starter = archive.experiments.get(archive.starter) if archive.starter else None
+    if starter is None or starter.status != "active" or not (archive.root / starter.path).is_file():
+        return []
+    if compare.usable_rows(archive, starter.id, None)[0]:
+        return []
+    return [
+        f"the starter {starter.id} has no recorded run of its current code, so compare has no baseline; "
+        f"`grugctl run {starter.id} --seeds 5` records one (commit runs/ and archive.yaml)"
+    ]
 
 
 def unfilled_shas(archive: archive_mod.Archive) -> bool:

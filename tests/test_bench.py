@@ -10,6 +10,7 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 NUMBER = r"[0-9][0-9,]*(?:\.[0-9]+)?"
+SLOW = pytest.mark.slow  # each trains or starts Ray for half a minute or more
 
 
 def run_quick(name: str) -> str:
@@ -23,11 +24,27 @@ def run_quick(name: str) -> str:
 @pytest.mark.parametrize(
     "name, expected",
     [
-        ("train_step.py", [r"bf16 matrix units: ", rf"grug_core bf16 {NUMBER} tok/s, fp32 {NUMBER} tok/s"]),
-        ("mesh.py", [rf"1 device \(data=1,model=1\): {NUMBER} tok/s", rf"4x2 \(data=4,model=2\): {NUMBER}"]),
-        ("ray_runs.py", [rf"sequential \(grugctl run\): {NUMBER} s", rf"overhead [+-]{NUMBER} s a task"]),
+        pytest.param(
+            "train_step.py",
+            [r"bf16 matrix units: ", rf"grug_core bf16 {NUMBER} tok/s, fp32 {NUMBER} tok/s"],
+            marks=SLOW,
+        ),
+        pytest.param(
+            "mesh.py",
+            [rf"1 device \(data=1,model=1\): {NUMBER} tok/s", rf"4x2 \(data=4,model=2\): {NUMBER}"],
+            marks=SLOW,
+        ),
+        pytest.param(
+            "ray_runs.py",
+            [rf"sequential \(grugctl run\): {NUMBER} s", rf"overhead [+-]{NUMBER} s a task"],
+            marks=SLOW,
+        ),
         ("loss.py", [rf"fused: temp memory +{NUMBER} MiB, time +{NUMBER} s"]),
-        ("baseline.py", [rf"grugformer starter: .*final val_bpb {NUMBER}", rf"nanoGPT baseline: .*{NUMBER}"]),
+        pytest.param(
+            "baseline.py",
+            [rf"grugformer starter: .*final val_bpb {NUMBER}", rf"nanoGPT baseline: .*{NUMBER}"],
+            marks=SLOW,
+        ),
         (
             "cli.py",
             [rf"archive status +median +{NUMBER} s", rf"read: .*\({NUMBER}x\)", rf"write: .*\({NUMBER}x\)"],

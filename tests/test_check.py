@@ -32,8 +32,12 @@ TINY_TEST = "tests/test_grugformer_tiny.py"
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Path:
-    """A clean repository holding one committed, resolved experiment besides the starter."""
+    """A clean repository holding one committed, resolved experiment besides the starter, and two recorded
+    runs of the starter (a clone without them is warned that compare has no baseline)."""
+    from test_plot import record_seeds
+
     root = make_repo(tmp_path_factory.mktemp("template"))
+    record_seeds(root, "grugformer-starter", 0.014, seeds=2)
     result = _invoke(root, ["new", IDEA, "--bucket", "mlp", "--purpose", "Try a GELU gate in the MLP."])
     assert result.exit_code == 0, result.output
     commit_all(root, f"{IDEA}: scaffold")
@@ -166,6 +170,18 @@ def test_records_travel_with_a_clone_and_a_missing_one_fails(repo: Path, tmp_pat
     code, results = check(clone)
     assert code == 1 and failing(results) == {"records"}
     assert text_of(results["records"]).count(f"{IDEA}: {row['record']} is missing") == 1
+
+
+def test_a_starter_without_runs_of_its_current_code_is_a_warning(tmp_path: Path):
+    from test_plot import record_seeds
+
+    repo = make_repo(tmp_path)
+    code, results = check(repo)
+    assert code == 0 and results["records"]["status"] == "warn", results["records"]
+    assert "grugformer-starter has no recorded run of its current code" in text_of(results["records"])
+    record_seeds(repo, "grugformer-starter", 0.014, seeds=1)
+    code, results = check(repo)
+    assert code == 0 and results["records"]["status"] == "pass", results["records"]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "edited", "row edited", "no metrics"])
@@ -397,6 +413,7 @@ def test_core_tests_default_to_every_core_test_with_the_sharding_one(monkeypatch
 # The whole command, once: the starter's real --smoke run, pytest (narrowed to one tiny core test), ruff
 
 
+@pytest.mark.slow
 def test_full_check_passes_on_a_clean_repo(tmp_path: Path, monkeypatch):
     repo = make_repo(tmp_path)  # the starter alone: one real smoke run
     assert _invoke(repo, ["archive", "resolve"]).exit_code == 0

@@ -244,6 +244,7 @@ def test_gate_runs_every_core_test_unless_narrowed(repo, monkeypatch):
 # End to end
 
 
+@pytest.mark.slow
 def test_promote_commit_runs_the_full_gate_and_lands_exactly_mlp(repo, monkeypatch):
     """The one full-gate run: every tests/test_grugformer_*.py and the starter's smoke run."""
     monkeypatch.delenv(gate.GATE_TESTS_ENV, raising=False)
@@ -333,6 +334,7 @@ def test_ctrl_c_during_the_gate_restores_everything(repo, narrowed):
     assert snapshot(repo) == files and git_state(repo) == state
 
 
+@pytest.mark.slow
 def test_dry_run_then_promote_without_commit_then_restore(repo, narrowed):
     write(repo, narrowed, FAST_TEST_SOURCE)
     experiment = gelu_experiment(repo)
@@ -515,6 +517,7 @@ def test_promote_without_evidence_is_refused_and_writes_nothing(repo, narrowed):
     assert snapshot(repo) == files and git_state(repo) == state
 
 
+@pytest.mark.slow
 def test_a_significant_win_from_real_records_is_promoted(repo, narrowed):
     write(repo, narrowed, FAST_TEST_SOURCE)
     gelu_experiment(repo)
@@ -541,6 +544,7 @@ def test_a_worse_result_is_refused_even_when_significant(repo, narrowed):
     assert (repo / "archive.yaml").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_waive_promotes_and_records_the_reason(repo, narrowed):
     write(repo, narrowed, FAST_TEST_SOURCE)
     gelu_experiment(repo)

@@ -78,6 +78,7 @@ def rows(root: Path, entry_id: str) -> list[dict]:
     return yaml.safe_load((root / "archive.yaml").read_text())["experiments"][entry_id].get("results") or []
 
 
+@pytest.mark.slow
 def test_two_experiments_two_seeds_land_while_a_broken_one_is_recorded_failed_and_retried(
     tmp_path, ray_address
 ):
@@ -157,6 +158,7 @@ def test_ray_options_without_ray_are_refused(tmp_path):
     assert "--retries, --allow-dirty only apply to Ray runs; add --ray" in result.output
 
 
+@pytest.mark.slow
 def test_ctrl_c_cancels_the_running_tasks_and_keeps_what_finished(tmp_path, ray_address):
     root = make_repo(tmp_path)
     log = (tmp_path / "driver.log").open("w")

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import git
+import pytest
 import yaml
 from foreground import DEFAULT_SIGINT_THEN_GRUGCTL
 from test_diff import _invoke, commit_all, edit_definition, make_repo, new_experiment, starter_file
@@ -26,6 +27,7 @@ def experiments(root):
     return yaml.safe_load((root / "archive.yaml").read_text())["experiments"]
 
 
+@pytest.mark.slow
 def test_a_few_dozen_steps_lower_validation_loss(tmp_path):
     root = make_repo(tmp_path)
     out = tmp_path / "short.json"
@@ -36,6 +38,7 @@ def test_a_few_dozen_steps_lower_validation_loss(tmp_path):
     assert curve[-1]["val_loss"] < curve[0]["val_loss"] - 0.5, curve
 
 
+@pytest.mark.slow
 def test_a_shortened_run_still_evaluates_about_ten_times(tmp_path):
     out = tmp_path / "short.json"
     result = run_starter(make_repo(tmp_path), "--steps", "20", "--out", str(out))  # full config, 20 steps
@@ -43,6 +46,7 @@ def test_a_shortened_run_still_evaluates_about_ten_times(tmp_path):
     assert [p["step"] for p in json.loads(out.read_text())["curve"]] == list(range(2, 21, 2))
 
 
+@pytest.mark.slow
 def test_grugctl_run_smoke_records_every_seed_with_a_tracked_record(tmp_path):
     root = make_repo(tmp_path)
     earlier = experiments(root)["grugformer-starter"].get("results", [])
@@ -79,18 +83,17 @@ def test_grugctl_run_smoke_records_every_seed_with_a_tracked_record(tmp_path):
 def test_smoke_runs_stay_out_of_the_records_unless_asked(tmp_path):
     root = make_repo(tmp_path)
     before = (root / "archive.yaml").read_bytes()
-    records = root / "runs" / "grugformer-starter"
-    records_before = sorted(records.iterdir())
     result = _invoke(root, ["run", "grugformer-starter", "--smoke", "--json"])
     assert result.exit_code == 0, result.output
     assert (root / "archive.yaml").read_bytes() == before
-    assert sorted(records.iterdir()) == records_before
+    assert not (root / "runs" / "grugformer-starter").exists()
     (summary,) = json.loads(result.stdout)
     assert summary["recorded"] is False and summary["record"].startswith("runs/.scratch/")
     # The child's full results (kept in the ignored scratch folder) hold every key grugctl relies on.
     assert set(RESULT_KEYS) <= set(json.loads((root / summary["record"]).read_text()))
 
 
+@pytest.mark.slow
 def test_a_dirty_run_records_the_patch_that_reproduces_it(tmp_path):
     root = make_repo(tmp_path)
     path = new_experiment(root, "wider-mlp", "--bucket", "mlp")
@@ -154,6 +157,7 @@ def test_the_crossing_is_interpolated_between_evaluations_and_evaluation_densifi
     assert not starter.eval_due(65, cfg.target_val_bpb + 0.05, False, cfg)
 
 
+@pytest.mark.slow
 def test_paired_runs_alternate_the_baseline_and_mark_the_pairs(tmp_path):
     root = make_repo(tmp_path)
     new_experiment(root, "wider-mlp", "--bucket", "mlp")

@@ -224,7 +224,7 @@ def test_a_sync_killed_halfway_is_recovered_byte_for_byte(moved):
     root = moved
     files = snapshot(root)
     code = (
-        "import os, signal\nfrom grugctl import sync\n"
+        "import os, signal\nfrom grugctl.experiments import sync\n"
         "sync._record = lambda *args: os.kill(os.getpid(), signal.SIGKILL)\n"
         "from grugctl.cli import app\napp(['sync', '--all', '--yes'])\n"
     )
@@ -311,6 +311,7 @@ def softcap_experiment(root: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_softcap_lands_with_its_updated_tests_and_is_refused_with_the_old_ones(tmp_path, monkeypatch):
     """The real attention tests in the gate (its pytest half narrowed to the one reference test the
     change breaks, plus the shipped test), both ways."""

@@ -150,6 +150,7 @@ def _edit_experiment(root: Path, idea: str, new: str) -> None:
     edit_definition(experiment_file(root, idea), "mlp", SILU, new)
 
 
+@pytest.mark.slow
 def test_two_concurrent_promotes_leave_only_what_the_successful_one_wrote(repo):
     """gelu-mlp passes the gate; broken-mlp fails it. Run at once, the lock serialises them: the tree
     ends exactly as gelu-mlp's promotion alone leaves it, whichever went first."""
@@ -251,6 +252,7 @@ app()
 """
 
 
+@pytest.mark.slow
 def test_sigkill_after_the_promotion_commit_is_recovered_branch_and_all(repo):
     (repo / FAST_TEST).write_text(FAST_TEST_SOURCE)
     commit_all(repo, "fast test")
@@ -433,6 +435,7 @@ def _runs(root: Path) -> list[str]:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["kill", "raise"])
 def test_a_run_record_and_its_archive_row_land_together_or_not_at_all(repo, how):
     before, records_before = (

@@ -27,6 +27,8 @@ RUNS_DIR = "runs"
 # Full child outputs (curves at every step, the whole config): useful locally, never tracked.
 SCRATCH_DIR = "runs/.scratch"
 RECORD_VERSION = 1
+# The size of every run recorded before the size ladder existed: the starter's model then, `s` now.
+DEFAULT_SIZE = "s"
 TRAIN_CURVE_POINTS = 200
 # The row fields `compare` needs, so the archive alone answers it; curves stay in the record.
 ROW_METRICS = (
@@ -159,6 +161,11 @@ def build_record(
         "git": asdict(source),
         "config": results["config"],
         "config_hash": config_hash(results["config"]),
+        # The rung of the size ladder and what it costs: compare never mixes sizes, and fits across them.
+        "size": results.get("size", DEFAULT_SIZE),
+        "params": results.get("params"),
+        "flops_per_token": results.get("flops_per_token"),
+        "flops": results.get("flops"),
         "host": results.get("host"),
         "shared_host": shared_host,
         "mesh": results.get("mesh"),
@@ -203,6 +210,8 @@ def summary_row(record: dict, path: str) -> dict:
         "tokens_per_s": round(metrics["tokens_per_s"]),
         "code": _code(source),
         "config": record["config_hash"],
+        "size": record.get("size", DEFAULT_SIZE),
+        "flops": record.get("flops"),
         "host": host.get("id"),
     }
     if record["pair"]:
@@ -281,6 +290,7 @@ def content_hash(data: bytes) -> str:
 REQUIRED = ("version", "experiment", "seed", "date", "git", "config", "config_hash", "metrics")
 REQUIRED_FAILED = ("version", "experiment", "seed", "date", "git", "status", "attempt", "exit_code")
 CHECKED_METRICS = ("steps", "tokens", *ROW_METRICS)
+ROW_KEYS_ALWAYS = ("seed", "steps", "code", "config", *ROW_METRICS)
 
 
 def row_problem(root: Path, entry_id: str, row: dict) -> str | None:
@@ -320,7 +330,9 @@ def row_problem(root: Path, entry_id: str, row: dict) -> str | None:
         expected = failure_row(record, path) if failed else summary_row(record, path)
     except (KeyError, TypeError, ValueError, AttributeError):
         return f"{path} has fields of the wrong type; restore it from git"
-    differ = [name for name, value in expected.items() if name != "record" and row.get(name) != value]
+    # Rows written before a field existed lack it; every row has the ones compare reads.
+    claimed = [name for name in expected if name in row or name in ROW_KEYS_ALWAYS]
+    differ = [name for name in claimed if name != "record" and row.get(name) != expected[name]]
     if differ:
         return f"{path} disagrees with its archive row on {', '.join(differ)}; restore the row or the record"
     return None

@@ -26,4 +26,8 @@ RESULT_KEYS = (
     "platform",
     "host",
     "date",
+    "size",
+    "params",
+    "flops_per_token",
+    "flops",
 )

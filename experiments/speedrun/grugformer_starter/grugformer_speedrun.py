@@ -6,8 +6,11 @@ validation loss. The top-level copies of `attention`, `rms_norm`, `mlp`, `block`
 train loop below calls these copies, so an edit stays local and `grugctl diff` shows it.
 
 Run:  grugctl run grugformer-starter        (records results in archive.yaml)
-      python experiments/speedrun/grugformer_starter/grugformer_speedrun.py [--steps N] [--seed S]
-          [--out results.json] [--smoke] [--data DIR] [--mesh data=D,model=M] [--distributed]
+      python experiments/speedrun/grugformer_starter/grugformer_speedrun.py [--size NAME] [--steps N]
+          [--seed S] [--out results.json] [--smoke] [--data DIR] [--mesh data=D,model=M] [--distributed]
+          [--describe]
+Sizes: the ladder in grug_core/sizes.py (xs, s, m, ...; `s`, the default, is the model every earlier
+       record used); --describe prints a size's parameters and FLOPs without training.
 Diff: grugctl diff grugformer-starter
 """
 
@@ -52,6 +55,16 @@ from grug_core.sharding import (
     shard,
     training_mesh,
 )
+from grug_core.sizes import (
+    DEFAULT_SIZE,
+    SIZES,
+    flops_per_token,
+    parameter_counts,
+    peak_lr_for,
+    rung_model,
+    steps_for,
+    unknown_size,
+)
 
 # ---------------------------------------------------------------- config
 
@@ -86,6 +99,41 @@ class SpeedrunConfig:
     log_every: int = 20
     train_curve_points: int = 200
     seed: int = 0
+    size: str = DEFAULT_SIZE  # the rung of grug_core.sizes this config was built from (its defaults are `s`)
+
+
+def size_config(name: str) -> SpeedrunConfig:
+    """The ladder's rung `name` as a full config: its shape, tokens in proportion to its parameters,
+    the learning rate by width (grug_core/sizes.py states the rules); `s` is the default above."""
+    if name not in SIZES:
+        raise ValueError(unknown_size(name))
+    rung = SIZES[name]
+    steps = steps_for(rung)
+    ninth = max(1, round(steps / 9))
+    return SpeedrunConfig(
+        model=GrugConfig(**rung_model(rung)),
+        batch_size=rung.batch_size,
+        seq_len=rung.seq_len,
+        steps=steps,
+        peak_lr=peak_lr_for(rung),
+        warmup_steps=ninth,
+        eval_every=ninth,
+        size=name,
+    )
+
+
+def describe(cfg: SpeedrunConfig) -> dict:
+    """What a run of `cfg` costs: parameters, FLOPs per token (one function with the MFU estimate), tokens
+    and total training FLOPs. Every results file carries it, so records at several sizes line up."""
+    per_token = flops_per_token(cfg.model, cfg.seq_len)
+    tokens = cfg.steps * cfg.batch_size * cfg.seq_len
+    return {
+        "size": cfg.size,
+        "params": parameter_counts(cfg.model),
+        "flops_per_token": per_token,
+        "tokens": tokens,
+        "flops": per_token * tokens,
+    }
 
 
 # Small, but every dimension the mesh splits (batch, model dim, kv heads, F, V) divides 8, so a smoke
@@ -108,6 +156,7 @@ SMOKE = SpeedrunConfig(
     eval_every=2,
     eval_batches=1,
     log_every=1,
+    size="smoke",
 )
 
 # ---------------------------------------------------------------- model (copies of grug_core)
@@ -281,15 +330,6 @@ def measured_matmul_peak() -> float:
     return 5 * 2 * 1024**3 / (time.perf_counter() - start)
 
 
-def flops_per_token(cfg: SpeedrunConfig) -> float:
-    m = cfg.model
-    attn = m.hidden_dim * m.head_dim * (2 * m.num_heads + 2 * m.num_kv_heads)
-    mlp = 3 * m.hidden_dim * m.intermediate_dim
-    matmul_params = m.num_layers * (attn + mlp) + m.hidden_dim * m.vocab_size
-    attention_flops = 12 * m.num_layers * m.num_heads * m.head_dim * cfg.seq_len
-    return 6 * matmul_params + attention_flops
-
-
 def train(cfg: SpeedrunConfig, data_dir: Path | None, progress, mesh: jax.sharding.Mesh) -> dict:
     """Train on `mesh`: the batch split over "data", parameters (and so the AdamW moments) placed by
     grug_core's parameter_specs. One device is the 1x1 mesh; the losses match to fp32 rounding."""
@@ -340,7 +380,10 @@ def train(cfg: SpeedrunConfig, data_dir: Path | None, progress, mesh: jax.shardi
         "compile_seconds": compile_seconds,
         "train_seconds": train_seconds,
         "tokens_per_s": total_tokens / train_seconds,
-        "mfu": total_tokens * flops_per_token(cfg) / train_seconds / measured_matmul_peak(),
+        "mfu": total_tokens
+        * flops_per_token(cfg.model, cfg.seq_len)
+        / train_seconds
+        / measured_matmul_peak(),
         "final_train_loss": curve[-1]["train_loss"],
         "val_loss": val_loss,
         "val_bpb": val_loss / math.log(2),
@@ -449,7 +492,8 @@ def write_json_atomically(path: Path, payload: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, help="training steps (default: the config's)")
+    parser.add_argument("--size", default=DEFAULT_SIZE, help=f"model size: {', '.join(SIZES)}")
+    parser.add_argument("--steps", type=int, help="training steps (default: the size's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="results JSON (default: runs/<id>/<time>-seed<S>.json)")
     parser.add_argument("--smoke", action="store_true", help="tiny config, 2 steps: checks the file runs")
@@ -458,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
         "--mesh",
         default="",
         help="device mesh, e.g. data=4,model=2 (default: every local device the batch splits over, on data)",
+    )
+    parser.add_argument(
+        "--describe", action="store_true", help="print the size's params and FLOPs; no training"
     )
     parser.add_argument(
         "--distributed",
@@ -471,12 +518,19 @@ def main(argv: list[str] | None = None) -> int:
         # spans every host, and the default mesh with it.
         jax.distributed.initialize()
 
-    cfg = dataclasses.replace(SMOKE if args.smoke else SpeedrunConfig(), seed=args.seed)
+    try:
+        cfg = dataclasses.replace(SMOKE if args.smoke else size_config(args.size), seed=args.seed)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.steps is not None:
         # A shortened run still evaluates about ten times, so its curve has a shape to plot.
         eval_every = min(cfg.eval_every, max(1, args.steps // 10))
         cfg = dataclasses.replace(cfg, steps=args.steps, eval_every=eval_every)
     experiment_id = os.environ.get("GRUG_EXPERIMENT_ID") or Path(__file__).parent.name.replace("_", "-")
+    if args.describe:
+        print(json.dumps(describe(cfg)))
+        return 0
     try:
         mesh = training_mesh(cfg.batch_size, *(parse_mesh(args.mesh) if args.mesh else (None, 1)))
         shapes = jax.eval_shape(init_parameters, cfg.model, jax.random.key(0))
@@ -499,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         "smoke": args.smoke,
         "config": dataclasses.asdict(cfg),
         **summary,
+        **describe(cfg),
         "jax_version": jax.__version__,
         "platform": f"{jax.default_backend()} ({platform.machine()}, {len(jax.devices())} devices)",
         "host": host,
