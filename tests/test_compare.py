@@ -151,7 +151,7 @@ def test_markdown_and_text_tables(tmp_path):
     md = _invoke(root, ["compare", IDEA, "--md", "--metric", "val_bpb"]).stdout
     assert "| metric | n | candidate | baseline |" in md and "| val_bpb | 5/5 paired |" in md
     text = _invoke(root, ["compare", IDEA]).stdout
-    assert "relu-squared vs grugformer-starter at 200 steps (alpha 0.01)" in text
+    assert "relu-squared vs grugformer-starter at 200 steps, size s (alpha 0.01)" in text
     assert "better" in text and "\x1b[" not in text  # piped: no colour
 
 
@@ -204,3 +204,65 @@ def test_a_large_effect_needs_few_pairs_and_power_never_goes_missing():
         for n in (2, 10, 50, 200, 1000):
             for paired in (True, False):
                 assert 0.0 <= stats.power(effect, n, 0.01, paired) <= 1.0
+
+
+def add_target_rows(root, entry_id, to_target, *, pair=None, size=None, flops=None, bpb=2.6):
+    """Rows whose steps_to_target are given per seed; None: the run ended above the target."""
+    code = code_of(root, entry_id)
+    for seed, steps in enumerate(to_target):
+        row = {
+            "seed": seed, "steps": 200, "val_bpb": bpb + 0.001 * seed, "steps_to_target": steps,
+            "code": code, "config": "cfg-1", "host": "host-a",
+        }  # fmt: skip
+        row |= {"pair": f"{pair}-seed{seed}"} if pair else {}
+        row |= {"size": size, "flops": flops} if size else {}
+        archive.append_result(root / "archive.yaml", entry_id, row)
+
+
+def test_a_run_that_never_reached_the_target_counts_as_slowest_not_missing(tmp_path):
+    """The issue's case: the starter never got there in 200 steps, the idea did. That was "inconclusive
+    (has 2 and 0)"; it is now a rank test that counts the starter's runs as slower than every other."""
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    add_target_rows(root, STARTER, [None] * 6)
+    add_target_rows(root, IDEA, [187.0, 181.5, 190.2, None, 185.0, 183.3])
+    (m,) = compare_json(root, "--metric", "steps_to_target")["metrics"]
+    expected = scipy_stats.mannwhitneyu([187.0, 181.5, 190.2, 1e9, 185.0, 183.3], [1e9] * 6).pvalue
+    assert m["test"] == "mann-whitney" and (m["n_candidate"], m["n_baseline"]) == (6, 6)
+    assert (m["not_reached_candidate"], m["not_reached_baseline"]) == (1, 6)
+    assert m["p_value"] == pytest.approx(expected) and m["p_value"] < 0.01 and m["verdict"] == "better"
+    assert m["mean_candidate"] == pytest.approx((187.0 + 181.5 + 190.2 + 185.0 + 183.3) / 5)
+    assert m["mean_baseline"] is None and m["delta"] is None  # the starter's median is past its runs
+    text = _invoke(root, ["compare", IDEA, "--metric", "steps_to_target"]).stdout
+    assert "never reached the target: 1 of 6 relu-squared runs, 6 of 6 grugformer-starter runs" in text
+
+
+def test_paired_censored_runs_use_the_wilcoxon_signed_rank_test(tmp_path):
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    baseline, candidate = [300.0, None, 310.0, 295.0, None], [280.0, 290.0, 301.0, 285.0, None]
+    add_target_rows(root, STARTER, baseline, pair="s")
+    add_target_rows(root, IDEA, candidate, pair="s")
+    (m,) = compare_json(root, "--metric", "steps_to_target", "--alpha", "0.2")["metrics"]
+    # Four informative pairs (the last is a tie: neither reached), all in the candidate's favour.
+    expected = scipy_stats.wilcoxon([280, 290, 301, 285], [300, 1e9, 310, 295]).pvalue
+    assert m["test"] == "wilcoxon" and m["p_value"] == pytest.approx(expected)
+    assert (m["not_reached_candidate"], m["not_reached_baseline"]) == (1, 2)
+    assert m["verdict"] == "better" and m["delta"] == pytest.approx(-15.0)  # median of -20, -inf, -9, -10
+
+
+def test_sizes_are_never_mixed_one_comparison_per_size(tmp_path):
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    add_rows(root, STARTER, BASELINE, pair="s1", size="s", flops=1.05e13)
+    add_rows(root, IDEA, CANDIDATE, pair="s1", size="s", flops=1.05e13)
+    add_rows(root, STARTER, [3.1, 3.12, 3.09], pair="x1", size="xs", flops=3.3e12)
+    add_rows(root, IDEA, [3.0, 3.01, 2.99], pair="x1", size="xs", flops=3.3e12)
+    result = _invoke(root, ["compare", IDEA, "--json", "--metric", "val_bpb"])
+    xs, s = json.loads(result.stdout)
+    assert (xs["size"], s["size"]) == ("xs", "s")  # fewest FLOPs first
+    assert xs["metrics"][0]["n_candidate"] == 3 and s["metrics"][0]["n_candidate"] == 5
+    assert xs["excluded_candidate"] == {"other size": 5} and s["excluded_candidate"] == {"other size": 3}
+    assert xs["metrics"][0]["mean_baseline"] == pytest.approx(3.1033, abs=1e-3)
+    text = _invoke(root, ["compare", IDEA, "--metric", "val_bpb"]).stdout
+    assert "at 200 steps, size xs (alpha 0.01)" in text and "at 200 steps, size s (alpha 0.01)" in text

@@ -49,7 +49,10 @@ def _render_planned(planned: list[dict], as_json: bool) -> None:
     for run in planned:
         pair = f" (pair {run['pair']})" if run["pair"] else ""
         kept = "recorded" if run["record"] else "not recorded"
-        say(f"would run {run['id']} seed {run['seed']}{pair}, {kept}: {' '.join(run['command'])}")
+        size = ""
+        if "size" in run:
+            size = f" size {run['size']} ({run['params']['total']:,} params, {run['flops']:.3g} FLOPs)"
+        say(f"would run {run['id']} seed {run['seed']}{size}{pair}, {kept}: {' '.join(run['command'])}")
 
 
 @app.command("run")
@@ -70,6 +73,9 @@ def run_command(
     ),
     mesh: str | None = typer.Option(
         None, "--mesh", help="Device mesh of each run, e.g. data=4,model=2 (default: every local device)."
+    ),
+    sizes: str | None = typer.Option(
+        None, "--sizes", "--size", help="Model sizes of the ladder, e.g. xs,s,m (default: the file's, s)."
     ),
     ray: bool = typer.Option(False, "--ray", help="Run every (experiment, seed) as a task on Ray."),
     ray_address: str | None = typer.Option(
@@ -97,6 +103,8 @@ def run_command(
 
     Example: grugctl run relu-squared --seeds 5 --paired --steps 200
 
+    Example: grugctl run relu-squared --sizes xs,s,m --seeds 3 --paired
+
     Example: grugctl run relu-squared grugformer-starter --seeds 4 --ray --cpus-per-run 2 --retries 1
     """
     from grugctl.runs import runner
@@ -105,7 +113,7 @@ def run_command(
     show = None if as_json else (lambda done: say(_run_line(done)))
     planned = dict(
         seeds=list(range(seed, seed + seeds)), steps=steps, smoke=smoke, record=record, paired=paired,
-        against=against, mesh=mesh,
+        against=against, mesh=mesh, sizes=guarded(lambda: runner.parse_sizes(sizes)),
     )  # fmt: skip
     common = planned | {"on_finished": show}
     ray_only = {

@@ -1,14 +1,20 @@
 """`grugctl compare`: is an experiment better than its baseline, metric by metric, with the evidence.
 
 Reads only archive.yaml's summary rows (records.summary_row). Rows that must not be mixed are left out
-and counted: failed runs, smoke runs, runs of other code than the file now on disk, other step counts or
-configs, and, for wall-time metrics, other machines and runs whose machine ran other runs at once
-(`shared_host`, set by hostjobs). Rows that share a `pair` id ran back to back on one machine
-with the same seed, and are compared with the paired t-test; otherwise Welch's t-test.
+and counted: failed runs, smoke runs, damaged records, runs of other code than the file now on disk,
+other sizes, step counts or configs, and, for wall-time metrics, other machines and runs whose machine
+ran other runs at once (`shared_host`, set by hostjobs). Rows that share a `pair` id ran back to back
+on one machine with the same seed, and are compared with the paired t-test; otherwise Welch's t-test.
+
+Sizes are never mixed: an experiment with runs at several sizes of the ladder gets one comparison per
+size. A run that never reached the target is not dropped from the *_to_target metrics: it counts as
+slower than every run that did (censored), and those metrics then use rank tests (Wilcoxon signed-rank
+on pairs, Mann-Whitney U otherwise) and say how many runs on each side never got there.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import asdict, dataclass
 
@@ -62,6 +68,8 @@ class MetricResult:
     seeds_needed: int | None  # for an inconclusive result: the seeds the observed effect would need
     left_out: dict[str, int]
     note: str | None
+    not_reached_candidate: int = 0  # runs that ended above the target (censored, not dropped)
+    not_reached_baseline: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ class Comparison:
     excluded_candidate: dict[str, int]
     excluded_baseline: dict[str, int]
     metrics: tuple[MetricResult, ...]
+    size: str | None = None  # the rung of the size ladder every row compared here ran at
 
 
 def current_code(archive: Archive, entry) -> str | None:
@@ -85,11 +94,15 @@ def current_code(archive: Archive, entry) -> str | None:
     return coded[-1] if coded else None
 
 
+def row_size(row: dict) -> str:
+    return row.get("size") or records.DEFAULT_SIZE
+
+
 def usable_rows(
-    archive: Archive, entry_id: str, steps: int | None, code: str | None = None
+    archive: Archive, entry_id: str, steps: int | None, code: str | None = None, size: str | None = None
 ) -> tuple[list[dict], int | None, Counter]:
-    """The rows that measure the current code (or the file version `code` names) at one step count and
-    config, and why the rest were left out. steps=None takes the newest usable row's step count."""
+    """The rows that measure the current code (or the file version `code` names) at one size, step count
+    and config, and why the rest were left out. size=None and steps=None take the newest usable row's."""
     entry = get_entry(archive, entry_id)
     code = code or current_code(archive, entry)
     rows, excluded = [], Counter()
@@ -106,6 +119,11 @@ def usable_rows(
             excluded["damaged run record (see grugctl check)"] += 1
         else:
             rows.append(row)
+    if size is None and rows:
+        size = row_size(rows[-1])
+    same_size = [row for row in rows if row_size(row) == size]
+    excluded["other size"] += len(rows) - len(same_size)
+    rows = same_size
     if steps is None and rows:
         steps = rows[-1].get("steps")
     same_steps = [row for row in rows if row.get("steps") == steps]
@@ -132,6 +150,16 @@ def _verdict(test: stats.Test, metric: Metric, alpha: float) -> str:
     return "better" if improved else "worse"
 
 
+def _value(row: dict, metric: Metric) -> float | None:
+    """The row's value; for a *_to_target metric a finished run that never reached the target is
+    math.inf (censored: slower than every run that did), not missing."""
+    value = row.get(metric.name)
+    if isinstance(value, (int, float)):
+        return value
+    reached_nothing = value is None and "target" in metric.name
+    return math.inf if reached_nothing and isinstance(row.get("val_bpb"), (int, float)) else None
+
+
 def compare_metric(candidate: list[dict], baseline: list[dict], metric: Metric, alpha: float) -> MetricResult:
     """One metric's test over rows already selected by usable_rows."""
     left_out: Counter = Counter()
@@ -144,55 +172,69 @@ def compare_metric(candidate: list[dict], baseline: list[dict], metric: Metric, 
         left_out["other host"] += sum(row.get("host") != host for row in candidate + baseline)
         candidate = [row for row in candidate if row.get("host") == host]
         baseline = [row for row in baseline if row.get("host") == host]
-    missing = sum(not isinstance(row.get(metric.name), (int, float)) for row in candidate + baseline)
-    left_out["target not reached" if "target" in metric.name else "no value"] += missing
+    left_out["no value"] += sum(_value(row, metric) is None for row in candidate + baseline)
+    candidate = [row for row in candidate if _value(row, metric) is not None]
+    baseline = [row for row in baseline if _value(row, metric) is not None]
     by_pair = {row["pair"]: row for row in baseline if row.get("pair")}
     pairs = [
-        (row[metric.name], by_pair[row["pair"]][metric.name])
+        (_value(row, metric), _value(by_pair[row["pair"]], metric))
         for row in candidate
         if row.get("pair") in by_pair
-        and isinstance(row.get(metric.name), (int, float))
-        and isinstance(by_pair[row["pair"]].get(metric.name), (int, float))
     ]
-    values_c, values_b = _values(candidate, metric.name), _values(baseline, metric.name)
+    all_c = [_value(row, metric) for row in candidate]
+    all_b = [_value(row, metric) for row in baseline]
+    censored = math.inf in all_c + all_b
+    values_c = [v for v in all_c if math.isfinite(v)]
+    values_b = [v for v in all_b if math.isfinite(v)]
     test, note = None, None
     if len(pairs) >= 2:
-        test = stats.paired_test([c for c, _ in pairs], [b for _, b in pairs])
-        left_out["unpaired (paired test used)"] += len(values_c) + len(values_b) - 2 * len(pairs)
-    elif len(values_c) >= 2 and len(values_b) >= 2:
-        test = stats.welch_test(values_c, values_b)
+        paired_c, paired_b = [c for c, _ in pairs], [b for _, b in pairs]
+        if censored:
+            test = stats.rank_test(paired_c, paired_b, paired=True)
+        else:
+            test = stats.paired_test(paired_c, paired_b)
+        left_out["unpaired (paired test used)"] += len(all_c) + len(all_b) - 2 * len(pairs)
+    elif len(all_c) >= 2 and len(all_b) >= 2:
+        test = stats.rank_test(all_c, all_b, paired=False) if censored else stats.welch_test(all_c, all_b)
     else:
-        note = f"needs at least 2 seeds on each side (has {len(values_c)} and {len(values_b)})"
+        note = f"needs at least 2 seeds on each side (has {len(all_c)} and {len(all_b)})"
     mean_c, sd_c = stats.mean_sd(values_c) if values_c else (None, None)
     mean_b, sd_b = stats.mean_sd(values_b) if values_b else (None, None)
     verdict = "inconclusive" if test is None else _verdict(test, metric, alpha)
     if test is not None and test.p_value is None:
         note = "no seed-to-seed variation to test against"
+        if censored and not values_c + values_b:
+            note = "no run on either side reached the target"
     needed = None
-    if test is not None and verdict == "inconclusive":
+    if test is not None and verdict == "inconclusive" and test.effect_size is not None:
         needed = stats.seeds_needed(test.effect_size, alpha, paired=test.kind == "paired")
         if needed is None and test.effect_size:
             note = f"the observed effect would need more than {stats.MAX_SEEDS} seeds"
+    if censored and note is None:
+        note = "runs that never reached the target rank last; means are over the runs that did"
     delta = test.delta if test else (mean_c - mean_b if values_c and values_b else None)
+    delta = delta if delta is None or math.isfinite(delta) else None
     return MetricResult(
         metric=metric.name,
         lower_is_better=metric.lower_is_better,
         test=test.kind if test else None,
-        n_candidate=test.n_candidate if test else len(values_c),
-        n_baseline=test.n_baseline if test else len(values_b),
+        n_candidate=test.n_candidate if test else len(all_c),
+        n_baseline=test.n_baseline if test else len(all_b),
         mean_candidate=mean_c,
         sd_candidate=sd_c,
         mean_baseline=mean_b,
         sd_baseline=sd_b,
         delta=delta,
         relative_delta=delta / mean_b if delta is not None and mean_b else None,
-        ci_low=test.ci_low if test else None,
-        ci_high=test.ci_high if test else None,
+        ci_low=test.ci_low if test and math.isfinite(test.ci_low) else None,
+        ci_high=test.ci_high if test and math.isfinite(test.ci_high) else None,
         p_value=test.p_value if test else None,
         verdict=verdict,
         seeds_needed=needed,
         left_out=dict(+left_out),
         note=note,
+        not_reached_candidate=all_c.count(math.inf),
+        not_reached_baseline=all_b.count(math.inf),
     )
 
 
@@ -211,6 +253,7 @@ def compare(
     metrics: tuple[str, ...] = DEFAULT_METRICS,
     alpha: float = DEFAULT_ALPHA,
     steps: int | None = None,
+    size: str | None = None,
 ) -> Comparison:
     if not 0 < alpha < 1:
         raise GrugError(f"--alpha {alpha} must be between 0 and 1, e.g. 0.01")
@@ -218,8 +261,9 @@ def compare(
     baseline = against or archive.starter
     if baseline == candidate:
         raise GrugError(f"'{candidate}' is its own baseline; name another with --against")
-    rows_c, steps, excluded_c = usable_rows(archive, candidate, steps)
-    rows_b, _, excluded_b = usable_rows(archive, baseline, steps)
+    rows_c, steps, excluded_c = usable_rows(archive, candidate, steps, size=size)
+    size = row_size(rows_c[0]) if rows_c else size
+    rows_b, _, excluded_b = usable_rows(archive, baseline, steps, size=size)
     return Comparison(
         candidate=candidate,
         baseline=baseline,
@@ -230,7 +274,21 @@ def compare(
         excluded_candidate=dict(excluded_c),
         excluded_baseline=dict(excluded_b),
         metrics=tuple(compare_metric(rows_c, rows_b, metric, alpha) for metric in chosen),
+        size=size,
     )
+
+
+def sizes_of(archive: Archive, entry_id: str) -> list[str]:
+    """The sizes the current code of `entry_id` has usable runs at, smallest (fewest FLOPs) first."""
+    entry = get_entry(archive, entry_id)
+    code = current_code(archive, entry)
+    flops: dict[str, float] = {}
+    for row in entry.results:
+        if row.get("status") == "failed" or row.get("smoke") or row.get("code") != code:
+            continue
+        size = row_size(row)
+        flops[size] = min(flops.get(size, math.inf), row.get("flops") or 0)
+    return sorted(flops, key=lambda size: flops[size])
 
 
 def compare_all(
@@ -241,12 +299,20 @@ def compare_all(
     metrics: tuple[str, ...] = DEFAULT_METRICS,
     alpha: float = DEFAULT_ALPHA,
     steps: int | None = None,
+    size: str | None = None,
 ) -> list[Comparison]:
+    """One comparison per candidate, or per (candidate, size) when its runs span several sizes (each
+    at its own newest step count; `steps` applies to one size at a time)."""
     for entry_id in [*candidates, *([against] if against else [])]:
         get_entry(archive, entry_id)
-    return [
-        compare(archive, c, against=against, metrics=metrics, alpha=alpha, steps=steps) for c in candidates
-    ]
+    comparisons = []
+    for candidate in candidates:
+        sizes = [size] if size is not None else sizes_of(archive, candidate) or [None]
+        comparisons += [
+            compare(archive, candidate, against=against, metrics=metrics, alpha=alpha, steps=steps, size=at)
+            for at in sizes
+        ]
+    return comparisons
 
 
 def as_json(comparisons: list[Comparison]) -> list[dict]:

@@ -57,7 +57,7 @@ def _verdict(m: MetricResult) -> str:
 
 def cells(m: MetricResult) -> list[str]:
     ci = "-" if m.ci_low is None else f"[{number(m.ci_low)}, {number(m.ci_high)}]"
-    n = f"{m.n_candidate}/{m.n_baseline}" + (" paired" if m.test == "paired" else "")
+    n = f"{m.n_candidate}/{m.n_baseline}" + (" paired" if m.test in ("paired", "wilcoxon") else "")
     return [
         m.metric, n, _mean_sd(m.mean_candidate, m.sd_candidate), _mean_sd(m.mean_baseline, m.sd_baseline),
         _delta(m), ci, p_text(m.p_value), _verdict(m),
@@ -70,7 +70,8 @@ def _left_out(counts: dict[str, int]) -> str:
 
 def heading(c: Comparison) -> str:
     steps = f" at {c.steps} steps" if c.steps is not None else ""
-    return f"{c.candidate} vs {c.baseline}{steps} (alpha {c.alpha:g})"
+    size = f", size {c.size}" if c.size is not None else ""
+    return f"{c.candidate} vs {c.baseline}{steps}{size} (alpha {c.alpha:g})"
 
 
 def footnotes(c: Comparison) -> list[str]:
@@ -82,6 +83,12 @@ def footnotes(c: Comparison) -> list[str]:
     for m in c.metrics:
         if m.left_out:
             lines.append(f"{m.metric}: also left out {_left_out(m.left_out)}")
+        if m.not_reached_candidate or m.not_reached_baseline:
+            lines.append(
+                f"{m.metric}: never reached the target: {m.not_reached_candidate} of {m.n_candidate} "
+                f"{c.candidate} runs, {m.not_reached_baseline} of {m.n_baseline} {c.baseline} runs "
+                f"(counted as slowest, {m.test} rank test)"
+            )
     return lines
 
 

@@ -20,7 +20,7 @@ MAX_SEEDS = 1000
 class Test:
     """delta = candidate - baseline (mean of differences when paired), its 95% CI, and the p-value."""
 
-    kind: str  # "paired" or "welch"
+    kind: str  # "paired", "welch", or for censored metrics "wilcoxon" (paired) or "mann-whitney"
     n_candidate: int
     n_baseline: int
     delta: float
@@ -118,3 +118,38 @@ def detectable_effect(n: int, alpha: float, paired: bool) -> float:
         else:
             low = mid
     return high
+
+
+def rank_test(candidate: list[float], baseline: list[float], paired: bool) -> Test:
+    """For a metric some runs never reached (math.inf: after every run that did, tied among themselves):
+    the Wilcoxon signed-rank test on paired seeds, else the Mann-Whitney U test. delta is the median
+    difference (paired) or the difference of medians, None-like (inf) when a median was not reached; no
+    CI and no effect size, since the values past the end of a run are unknown."""
+    from scipy import stats
+
+    finite = [abs(v) for v in candidate + baseline if math.isfinite(v)]
+    # A run that did not reach the target is slower than any that did, whatever the amounts: one value
+    # past every finite one keeps that order for the ranks, which are all these tests read.
+    beyond = 2 * max(finite, default=1.0) + 1
+    capped = lambda values: [v if math.isfinite(v) else beyond for v in values]
+    c, b = capped(candidate), capped(baseline)
+    if paired:
+        diffs = [x - y for x, y in zip(c, b, strict=True)]
+        n = len(diffs)
+        delta = _median([x - y for x, y in zip(candidate, baseline, strict=True) if x != y] or [0.0])
+        if not any(diffs):
+            return Test("wilcoxon", n, n, delta, delta, delta, None, None)
+        p_value = stats.wilcoxon(c, b, zero_method="wilcox").pvalue
+        return Test("wilcoxon", n, n, delta, math.nan, math.nan, _finite(p_value), None)
+    delta = _median(candidate) - _median(baseline)
+    delta = delta if not math.isnan(delta) else 0.0  # both medians past the end: no difference seen
+    if len(set(c + b)) == 1:
+        return Test("mann-whitney", len(c), len(b), delta, delta, delta, None, None)
+    p_value = stats.mannwhitneyu(c, b, alternative="two-sided").pvalue
+    return Test("mann-whitney", len(c), len(b), delta, math.nan, math.nan, _finite(p_value), None)
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2

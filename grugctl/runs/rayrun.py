@@ -24,6 +24,7 @@ from grugctl.runs.runner import (
     Job,
     checked_results,
     child_options,
+    describe_sizes,
     plan_jobs,
     record_run,
     recorded_by_default,
@@ -149,6 +150,7 @@ def run_on_ray(
     paired: bool = False,
     against: str | None = None,
     mesh: str | None = None,
+    sizes: tuple[str | None, ...] = (None,),
     on_finished=None,
 ) -> list[Finished]:
     """Submit every job at once and record each as it comes back. Raises GrugError (exit 1) at the end
@@ -156,7 +158,9 @@ def run_on_ray(
     record = recorded_by_default(smoke, record)
     if options.retries < 0:
         raise GrugError(f"--retries {options.retries} must be 0 or more")
-    jobs = plan_jobs(archive, entry_ids, seeds, paired=paired, against=against)
+    jobs = plan_jobs(archive, entry_ids, seeds, paired=paired, against=against, sizes=sizes)
+    if jobs:
+        describe_sizes(archive, jobs[0].entry_id, sizes)  # an unknown size fails before anything ships
     if not options.allow_dirty:
         refuse_dirty_tree(archive)
     paths = {
@@ -177,7 +181,10 @@ def run_on_ray(
     )
 
     def submit(job: Job, attempt: int):
-        spec = {"entry_id": job.entry_id, "path": paths[job.entry_id], "seed": job.seed, "options": flags}
+        spec = {
+            "entry_id": job.entry_id, "path": paths[job.entry_id], "seed": job.seed,
+            "options": flags + job.size_option(),
+        }  # fmt: skip
         return task.remote(spec), (job, attempt)
 
     pending = dict(submit(job, 1) for job in jobs)

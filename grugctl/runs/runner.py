@@ -36,6 +36,10 @@ class Job:
     entry_id: str
     seed: int
     pair: str | None = None
+    size: str | None = None  # a rung of the size ladder (None: the file's default)
+
+    def size_option(self) -> list[str]:
+        return [] if self.size is None else ["--size", self.size]
 
 
 @dataclass(frozen=True)
@@ -63,16 +67,23 @@ def scratch_path(archive: Archive, entry_id: str, seed: int) -> Path:
 
 
 def plan_jobs(
-    archive: Archive, entry_ids: list[str], seeds: list[int], *, paired: bool, against: str | None
+    archive: Archive,
+    entry_ids: list[str],
+    seeds: list[int],
+    *,
+    paired: bool,
+    against: str | None,
+    sizes: tuple[str | None, ...] = (None,),
 ) -> list[Job]:
-    """Seed-major order. Paired: the baseline and every candidate at each seed, the order flipping from
-    seed to seed so a machine that slows down over the session does not favour one side."""
+    """Size-major (smallest first, as given), then seed-major. Paired: the baseline and every candidate
+    at each (size, seed), the order flipping from seed to seed so a machine that slows down over the
+    session does not favour one side."""
     if against is not None and not paired:
         raise GrugError("--against names the baseline of a paired run; add --paired")
     if not paired:
         for entry_id in entry_ids:
             runnable_entry(archive, entry_id)
-        return [Job(entry_id, seed) for entry_id in entry_ids for seed in seeds]
+        return [Job(e, seed, None, size) for size in sizes for e in entry_ids for seed in seeds]
     baseline = against or archive.starter
     # Naming the baseline too (`run relu-squared grugformer-starter --paired`) means the same run.
     entry_ids = list(dict.fromkeys(entry_id for entry_id in entry_ids if entry_id != baseline))
@@ -82,11 +93,49 @@ def plan_jobs(
         runnable_entry(archive, entry_id)
     session = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     jobs = []
-    for number, seed in enumerate(seeds):
-        order = [baseline, *entry_ids]
-        for entry_id in order if number % 2 == 0 else order[::-1]:
-            jobs.append(Job(entry_id, seed, f"{session}-seed{seed}"))
+    for size in sizes:
+        tag = "" if size is None else f"-{size}"
+        for number, seed in enumerate(seeds):
+            order = [baseline, *entry_ids]
+            for entry_id in order if number % 2 == 0 else order[::-1]:
+                jobs.append(Job(entry_id, seed, f"{session}{tag}-seed{seed}", size))
     return jobs
+
+
+def parse_sizes(text: str | None) -> tuple[str | None, ...]:
+    """`xs,s,m` -> ("xs", "s", "m"); None -> (None,), the file's default size. Names are checked by the
+    experiment file itself (describe_sizes), which owns the ladder."""
+    if text is None:
+        return (None,)
+    sizes = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    if not sizes:
+        raise GrugError(f"--sizes {text!r} names no size; give e.g. --sizes xs,s,m")
+    return sizes
+
+
+def describe_sizes(archive: Archive, entry_id: str, sizes: tuple[str | None, ...]) -> dict[str, dict]:
+    """size -> parameters, tokens and FLOPs, as the experiment file computes them (`--describe`, which
+    starts JAX but trains nothing). An unknown size is its one-sentence error, exit 2."""
+    named = [size for size in sizes if size is not None]
+    if not named:
+        return {}
+    file = experiment_file(archive.root, runnable_entry(archive, entry_id).path)
+    described = {}
+    for size in named:
+        done = subprocess.run(
+            [sys.executable, str(file), "--size", size, "--describe"], cwd=archive.root, capture_output=True,
+            text=True, env={**os.environ, "GRUG_EXPERIMENT_ID": entry_id},
+        )  # fmt: skip
+        lines = done.stderr.strip().splitlines()
+        if done.returncode != 0:
+            reason = lines[-1].removeprefix("error: ") if lines else f"exit code {done.returncode}"
+            raise GrugError(f"{entry_id} --size {size}: {reason}")
+        try:
+            described[size] = json.loads(done.stdout)
+        except ValueError:
+            raise GrugError(f"{entry_id} --size {size} --describe printed no JSON; is the file a copy of "
+                            "the starter with its size ladder?") from None
+    return described
 
 
 def child_options(*, steps: int | None, smoke: bool, mesh: str | None) -> list[str]:
@@ -158,7 +207,7 @@ def run_job(archive: Archive, job: Job, *, options: list[str], record: bool) -> 
     source = records.provenance(archive.root, entry.path, archive.core)
     out = scratch_path(archive, job.entry_id, job.seed)
     file = experiment_file(archive.root, entry.path)
-    command = child_command(file, out, seed=job.seed, options=options)
+    command = child_command(file, out, seed=job.seed, options=options + job.size_option())
     marker = hostjobs.start_job(f"{job.entry_id} seed {job.seed}")
     try:
         code = run_child(command, archive.root, job.entry_id)
@@ -194,17 +243,23 @@ def planned_runs(
     paired: bool = False,
     against: str | None = None,
     mesh: str | None = None,
+    sizes: tuple[str | None, ...] = (None,),
 ) -> list[dict]:
-    """What run_experiments would do, in its order, as JSON-ready rows: nothing runs, nothing is written."""
+    """What run_experiments would do, in its order, as JSON-ready rows (with each size's parameters and
+    FLOPs): nothing trains, nothing is written."""
     record = recorded_by_default(smoke, record)
     options = child_options(steps=steps, smoke=smoke, mesh=mesh)
+    jobs = plan_jobs(archive, entry_ids, seeds, paired=paired, against=against, sizes=sizes)
+    described = describe_sizes(archive, jobs[0].entry_id, sizes) if jobs else {}
     rows = []
-    for job in plan_jobs(archive, entry_ids, seeds, paired=paired, against=against):
+    for job in jobs:
         file = experiment_file(archive.root, get_entry(archive, job.entry_id).path)
-        command = ["python", file.relative_to(archive.root).as_posix(), "--seed", str(job.seed), *options]
-        rows.append(
-            {"id": job.entry_id, "seed": job.seed, "pair": job.pair, "record": record, "command": command}
-        )
+        rel = file.relative_to(archive.root).as_posix()
+        command = ["python", rel, "--seed", str(job.seed), *options, *job.size_option()]
+        row = {"id": job.entry_id, "seed": job.seed, "pair": job.pair, "record": record, "command": command}
+        if job.size is not None:
+            row |= {"size": job.size, **{k: described[job.size][k] for k in ("params", "tokens", "flops")}}
+        rows.append(row)
     return rows
 
 
@@ -219,6 +274,7 @@ def run_experiments(
     paired: bool = False,
     against: str | None = None,
     mesh: str | None = None,
+    sizes: tuple[str | None, ...] = (None,),
     on_finished=None,
 ) -> list[Finished]:
     """Run every job in order, recording each as soon as it succeeds; a failure stops the rest (what
@@ -226,7 +282,9 @@ def run_experiments(
     record = recorded_by_default(smoke, record)
     if record:  # refuse before training, not after it
         transaction.refuse_if_interrupted(archive.root)
-    jobs = plan_jobs(archive, entry_ids, seeds, paired=paired, against=against)
+    jobs = plan_jobs(archive, entry_ids, seeds, paired=paired, against=against, sizes=sizes)
+    if jobs:
+        describe_sizes(archive, jobs[0].entry_id, sizes)  # an unknown size fails before anything trains
     options = child_options(steps=steps, smoke=smoke, mesh=mesh)
     finished: list[Finished] = []
     for job in jobs:
