@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from grugctl.archive import Archive, get_entry
 from grugctl.errors import GrugError
 from grugctl.evidence import stats
+from grugctl.evidence.ladder import Ladder, ladder
 from grugctl.runs import records
 
 
@@ -84,6 +85,9 @@ class Comparison:
     excluded_baseline: dict[str, int]
     metrics: tuple[MetricResult, ...]
     size: str | None = None  # the rung of the size ladder every row compared here ran at
+    # Across sizes (on the largest size's comparison only): the fits, the compute multiplier and trend.
+    ladder: Ladder | None = None
+    ladder_note: str | None = None  # why there is no ladder although several sizes were run
 
 
 def current_code(archive: Archive, entry) -> str | None:
@@ -308,11 +312,37 @@ def compare_all(
     comparisons = []
     for candidate in candidates:
         sizes = [size] if size is not None else sizes_of(archive, candidate) or [None]
-        comparisons += [
+        judged = [
             compare(archive, candidate, against=against, metrics=metrics, alpha=alpha, steps=steps, size=at)
             for at in sizes
         ]
+        if len(sizes) > 1:
+            judged[-1] = with_ladder(archive, judged[-1], sizes, alpha)
+        comparisons += judged
     return comparisons
+
+
+def with_ladder(archive: Archive, largest: Comparison, sizes: list[str], alpha: float) -> Comparison:
+    """The largest size's comparison with the fit across every size both sides ran (or why not)."""
+    sides: tuple[dict, dict] = ({}, {})
+    flops: tuple[dict, dict] = ({}, {})
+    for at in sizes:
+        rows_c, steps, _ = usable_rows(archive, largest.candidate, None, size=at)
+        rows_b, _, _ = usable_rows(archive, largest.baseline, steps, size=at)
+        for side, side_flops, rows in zip(sides, flops, (rows_b, rows_c), strict=True):
+            if rows:
+                side[at] = [(row.get("pair"), row["val_bpb"]) for row in rows]
+                side_flops[at] = rows[0].get("flops")
+    both = [at for at in sizes if at in sides[0] and at in sides[1]]
+    if len(both) < 2:
+        return replace(largest, ladder_note=f"{largest.baseline} has runs at fewer than two of these sizes")
+    if any(not isinstance(side_flops.get(at), (int, float)) for side_flops in flops for at in both):
+        return replace(largest, ladder_note="some rows carry no FLOPs (recorded before the size ladder)")
+    try:
+        fitted = ladder(both, flops, sides[0], sides[1], confidence=1 - alpha)
+    except ValueError as error:
+        return replace(largest, ladder_note=str(error))
+    return replace(largest, ladder=fitted)
 
 
 def as_json(comparisons: list[Comparison]) -> list[dict]:

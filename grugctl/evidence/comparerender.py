@@ -89,6 +89,49 @@ def footnotes(c: Comparison) -> list[str]:
                 f"{c.candidate} runs, {m.not_reached_baseline} of {m.n_baseline} {c.baseline} runs "
                 f"(counted as slowest, {m.test} rank test)"
             )
+    return lines + ladder_lines(c)
+
+
+def _times(value: float | None) -> str:
+    return "unbounded" if value is None else f"{value:.2f}x"
+
+
+def _law(fit) -> str:
+    floor = f"{fit.e:.3f} + " if fit.e else ""
+    return f"{floor}{fit.a:.3g} C^-{fit.alpha:.3f}"
+
+
+def ladder_lines(c: Comparison) -> list[str]:
+    """The verdict across sizes: the fits, the compute multiplier at each size and one rung up, the trend."""
+    if c.ladder_note:
+        return [f"across sizes: no fit ({c.ladder_note})"]
+    fit = c.ladder
+    if fit is None:
+        return []
+    level = f"{fit.confidence:.0%} CI"
+    lines = [
+        f"across sizes {', '.join(fit.sizes)}: val_bpb fitted against training FLOPs C, "
+        f"{c.baseline} {_law(fit.baseline_fit)}, {c.candidate} {_law(fit.candidate_fit)}"
+    ]
+    for m in fit.multipliers:
+        where = f"{m.size} (extrapolated)" if m.extrapolated else m.size
+        lines.append(
+            f"compute multiplier at {where}: {_times(m.value)} ({level} {_times(m.ci_low)} to "
+            f"{_times(m.ci_high)}; the baseline needs that many times the FLOPs for {c.candidate}'s loss)"
+        )
+    if fit.trend is not None:
+        low, high = fit.trend_ci
+        # delta = candidate - baseline, lower is better: a slope below zero moves the candidate ahead.
+        grows, shrinks = high is not None and high < 0, low is not None and low > 0
+        said = "no clear trend with scale"
+        if grows or shrinks:
+            said = f"{c.candidate}'s advantage {'grows' if grows else 'shrinks'} with scale"
+        bounds = f"{low:+.4f} to {high:+.4f}" if low is not None and high is not None else "unbounded"
+        lines.append(f"trend: delta val_bpb {fit.trend:+.4f} per 10x FLOPs ({level} {bounds}): {said}")
+    if fit.failed_resamples:
+        lines.append(
+            f"{fit.failed_resamples} of {fit.resamples} bootstrap fits failed (counted as unbounded)"
+        )
     return lines
 
 

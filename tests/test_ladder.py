@@ -1,0 +1,82 @@
+"""The verdict across sizes: power-law fits, the compute multiplier with a bootstrap CI, the trend.
+
+Synthetic losses with a known answer: the candidate's loss at C FLOPs is the baseline's at 1.5 C, plus
+seed noise, so the multiplier is 1.5 at every size; the multiplier's interval must contain it."""
+
+import json
+import random
+
+import pytest
+from test_compare import IDEA, STARTER, code_of
+from test_diff import _invoke, make_repo, new_experiment
+
+from grugctl import archive
+from grugctl.evidence.ladder import fit_power_law, ladder
+
+FLOPS = {"xs": 3.34e12, "s": 1.05e13, "m": 2.25e13, "l": 7.39e13}
+
+
+def power_law(c: float) -> float:
+    return 40.0 * c**-0.12
+
+
+def seeds(law, sizes, multiplier: float, noise: float, n: int = 5, seed: int = 1) -> dict:
+    rng = random.Random(seed)
+    return {s: [(f"p{i}", law(multiplier * FLOPS[s]) + rng.gauss(0, noise)) for i in range(n)] for s in sizes}
+
+
+@pytest.mark.parametrize("sizes", [["xs", "s"], ["xs", "s", "m"], ["xs", "s", "m", "l"]])
+def test_a_known_multiplier_comes_back_inside_the_interval(sizes):
+    """Over a dozen independent data sets, the 99% intervals hold the true 1.5 (one miss in a hundred is
+    what 99% means: at most one is allowed here), and the points centre on it."""
+    flops = {s: FLOPS[s] for s in sizes}
+    misses, points = 0, []
+    for replicate in range(12):
+        base = seeds(power_law, sizes, 1.0, 0.005, seed=2 * replicate)
+        cand = seeds(power_law, sizes, 1.5, 0.005, seed=2 * replicate + 1)
+        fitted = ladder(sizes, (flops, flops), base, cand, confidence=0.99, resamples=120)
+        assert len(fitted.multipliers) == len(sizes) + 1 and fitted.multipliers[-1].extrapolated
+        for m in fitted.multipliers:
+            misses += not (m.ci_low < 1.5 and (m.ci_high is None or m.ci_high > 1.5))
+        points += [m.value for m in fitted.multipliers if not m.extrapolated]
+    assert misses <= 1, misses
+    assert sorted(points)[len(points) // 2] == pytest.approx(1.5, rel=0.05)
+    # No idea at all: the interval holds 1.
+    null = ladder(sizes, (flops, flops), base, seeds(power_law, sizes, 1.0, 0.005, seed=99), 0.99, 120)
+    assert all(m.ci_low < 1.0 and (m.ci_high is None or m.ci_high > 1.0) for m in null.multipliers)
+
+
+def test_a_saturating_law_is_recovered_from_three_or_more_sizes():
+    sizes = ["xs", "s", "m", "l"]
+    truth = lambda c: 1.5 + 30.0 * c**-0.1
+    fit = fit_power_law([FLOPS[s] for s in sizes], [truth(FLOPS[s]) for s in sizes])
+    assert fit.e == pytest.approx(1.5, abs=0.05) and fit.alpha == pytest.approx(0.1, abs=0.01)
+    with pytest.raises(ValueError, match="does not fall with compute"):
+        fit_power_law([1e12, 1e13], [2.0, 2.1])
+
+
+def test_compare_prints_the_multiplier_and_the_trend_across_sizes(tmp_path):
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    sizes = ["xs", "s", "m"]
+    for entry_id, multiplier, seed in ((STARTER, 1.0, 5), (IDEA, 1.5, 6)):
+        code = code_of(root, entry_id)
+        for size, values in seeds(power_law, sizes, multiplier, 0.004, n=4, seed=seed).items():
+            for number, (pair, value) in enumerate(values):
+                row = {
+                    "seed": number, "steps": 100, "val_bpb": value, "steps_to_target": None, "code": code,
+                    "config": f"cfg-{size}", "host": "h", "pair": f"{size}-{pair}", "size": size,
+                    "flops": FLOPS[size],
+                }  # fmt: skip
+                archive.append_result(root / "archive.yaml", entry_id, row)
+    result = _invoke(root, ["compare", IDEA, "--json", "--metric", "val_bpb"])
+    assert result.exit_code == 0, result.output
+    comparisons = json.loads(result.stdout)
+    assert [c["size"] for c in comparisons] == sizes
+    assert comparisons[0]["ladder"] is None and comparisons[-1]["ladder"]["sizes"] == sizes
+    multipliers = comparisons[-1]["ladder"]["multipliers"]
+    assert [m["size"] for m in multipliers[:3]] == sizes and multipliers[3]["extrapolated"]
+    assert all(m["ci_low"] < 1.5 and (m["ci_high"] is None or m["ci_high"] > 1.5) for m in multipliers)
+    text = _invoke(root, ["compare", IDEA, "--metric", "val_bpb"]).stdout
+    assert "compute multiplier at m: " in text and "99% CI" in text and "trend: delta val_bpb" in text
+    assert "compute multiplier at one rung up (2.1x the FLOPs of m) (extrapolated)" in text
