@@ -8,7 +8,7 @@ import random
 
 import pytest
 from test_compare import IDEA, STARTER, code_of
-from test_diff import _invoke, make_repo, new_experiment
+from test_diff import _invoke, commit_all, make_repo, new_experiment
 
 from grugctl import archive
 from grugctl.evidence.ladder import fit_power_law, ladder
@@ -55,13 +55,12 @@ def test_a_saturating_law_is_recovered_from_three_or_more_sizes():
         fit_power_law([1e12, 1e13], [2.0, 2.1])
 
 
-def test_compare_prints_the_multiplier_and_the_trend_across_sizes(tmp_path):
-    root = make_repo(tmp_path)
-    new_experiment(root, IDEA, "--bucket", "mlp")
-    sizes = ["xs", "s", "m"]
-    for entry_id, multiplier, seed in ((STARTER, 1.0, 5), (IDEA, 1.5, 6)):
+def record_ladder(root, multiplier: float, sizes=("xs", "s", "m"), noise: float = 0.004) -> None:
+    """Rows as `grugctl run --sizes ... --paired` writes them: the starter on the power law, the idea
+    at `multiplier` times the compute."""
+    for entry_id, factor, seed in ((STARTER, 1.0, 5), (IDEA, multiplier, 6)):
         code = code_of(root, entry_id)
-        for size, values in seeds(power_law, sizes, multiplier, 0.004, n=4, seed=seed).items():
+        for size, values in seeds(power_law, sizes, factor, noise, n=4, seed=seed).items():
             for number, (pair, value) in enumerate(values):
                 row = {
                     "seed": number, "steps": 100, "val_bpb": value, "steps_to_target": None, "code": code,
@@ -69,6 +68,13 @@ def test_compare_prints_the_multiplier_and_the_trend_across_sizes(tmp_path):
                     "flops": FLOPS[size],
                 }  # fmt: skip
                 archive.append_result(root / "archive.yaml", entry_id, row)
+
+
+def test_compare_prints_the_multiplier_and_the_trend_across_sizes(tmp_path):
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    sizes = ["xs", "s", "m"]
+    record_ladder(root, 1.5, sizes)
     result = _invoke(root, ["compare", IDEA, "--json", "--metric", "val_bpb"])
     assert result.exit_code == 0, result.output
     comparisons = json.loads(result.stdout)
@@ -80,3 +86,22 @@ def test_compare_prints_the_multiplier_and_the_trend_across_sizes(tmp_path):
     text = _invoke(root, ["compare", IDEA, "--metric", "val_bpb"]).stdout
     assert "compute multiplier at m: " in text and "99% CI" in text and "trend: delta val_bpb" in text
     assert "compute multiplier at one rung up (2.1x the FLOPs of m) (extrapolated)" in text
+
+
+@pytest.mark.parametrize("multiplier, refused", [(1.0, True), (2.0, False)])
+def test_promote_reads_the_ladder_at_its_largest_size(tmp_path, multiplier, refused):
+    root = make_repo(tmp_path)
+    path = new_experiment(root, IDEA, "--bucket", "mlp")
+    path.write_text(path.read_text().replace("jax.nn.silu(tokens @ w_gate)", "jax.nn.gelu(tokens @ w_gate)"))
+    commit_all(root, "idea")
+    record_ladder(root, multiplier)
+    result = _invoke(root, ["promote", IDEA, "--dry-run"])
+    assert "compute multiplier at m:" in result.output
+    if refused:
+        assert (
+            result.exit_code == 1
+            and "is not shown to be worth compute at the largest size run" in result.output
+        )
+        assert "compute multiplier at m has a 99% interval starting at" in result.output
+    else:
+        assert result.exit_code == 0, result.output

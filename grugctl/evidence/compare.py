@@ -350,9 +350,17 @@ def as_json(comparisons: list[Comparison]) -> list[dict]:
 
 
 def evidence_for_promotion(archive: Archive, entry_id: str, alpha: float = DEFAULT_ALPHA) -> Comparison:
-    """The comparison promote shows and judges by: the speedrun metric against the starter."""
+    """The comparison promote shows and judges by: the speedrun metric against the starter, at the
+    largest size run, with the fit across sizes when there are several."""
     metrics = (SPEEDRUN_METRIC, "steps_to_target")
-    return compare(archive, entry_id, metrics=metrics, alpha=alpha)
+    return compare_all(archive, [entry_id], metrics=metrics, alpha=alpha)[-1]
+
+
+def largest_multiplier(comparison: Comparison):
+    """The compute multiplier at the largest size run (not the extrapolated one), or None."""
+    if comparison.ladder is None:
+        return None
+    return [m for m in comparison.ladder.multipliers if not m.extrapolated][-1]
 
 
 LEADERBOARD_SORTS = ("archive", "val_bpb", "steps_to_target", "delta", "seeds")

@@ -538,9 +538,25 @@ def plan_promote(
 
 
 def check_evidence(plan: PromotePlan) -> None:
-    """Refuse a promotion that is not significantly better than the starter, unless waived."""
+    """Refuse a promotion that is not significantly better than the starter, unless waived. With runs at
+    several sizes the test is the compute multiplier at the largest: its interval must lie above 1."""
+    if plan.waiver is not None:
+        return
+    multiplier = compare.largest_multiplier(plan.evidence)
+    if multiplier is not None:
+        if multiplier.ci_low is not None and multiplier.ci_low > 1:
+            return
+        level = f"{plan.evidence.ladder.confidence:.0%}"
+        low = "none" if multiplier.ci_low is None else f"{multiplier.ci_low:.2f}x"
+        seen = f"its compute multiplier at {multiplier.size} has a {level} interval starting at {low}"
+        raise GrugError(
+            f"{plan.id} is not shown to be worth compute at the largest size run: {seen}, not above 1; "
+            f"run more seeds (`grugctl run {plan.id} --sizes ... --seeds 5 --paired`) or pass "
+            '--waive "REASON"',
+            CHECK_FAILED,
+        )
     result = plan.evidence.metrics[0]
-    if plan.waiver is not None or result.verdict == "better":
+    if result.verdict == "better":
         return
     p = "no p-value" if result.p_value is None else f"p = {result.p_value:.2g}"
     seen = f"{result.verdict} ({p}, {result.n_candidate} vs {result.n_baseline} seeds)"
