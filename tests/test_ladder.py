@@ -105,3 +105,25 @@ def test_promote_reads_the_ladder_at_its_largest_size(tmp_path, multiplier, refu
         assert "compute multiplier at m has a 99% interval starting at" in result.output
     else:
         assert result.exit_code == 0, result.output
+
+
+def test_plot_x_flops_draws_every_run_the_means_and_the_fits(tmp_path):
+    from matplotlib import image as mpimg
+
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    record_ladder(root, 1.5)
+    out = tmp_path / "scaling.png"
+    result = _invoke(root, ["plot", IDEA, STARTER, "--x", "flops", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "relu-squared (12 seeds), grugformer-starter (12 seeds)" in result.output
+    pixels = mpimg.imread(out)[..., :3]
+    blue, orange = [0.12, 0.47, 0.71], [1.0, 0.5, 0.05]
+    for colour in (blue, orange):
+        assert (abs(pixels - colour).max(axis=-1) < 0.08).sum() > 100
+    # One size is no line: one sentence, exit 2, nothing written.
+    lone = tmp_path / "lone.png"
+    new_experiment(root, "solo", "--bucket", "mlp")
+    result = _invoke(root, ["plot", "solo", "--x", "flops", "--out", str(lone)])
+    assert result.exit_code == 2 and not lone.exists()
+    assert "--x flops needs 'solo' at two or more sizes (has 0)" in result.output

@@ -197,7 +197,9 @@ def compare_command(
 def plot_command(
     entry_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="The experiment(s) to draw.")],
     metric: str = typer.Option("val_bpb", "--metric", help="val_bpb, val_loss or train_loss."),
-    x_axis: str = typer.Option("step", "--x", help="step, tokens or time (training seconds)."),
+    x_axis: str = typer.Option(
+        "step", "--x", help="step, tokens, time (training seconds), or flops (final loss against FLOPs)."
+    ),
     out_path: Annotated[
         Path, typer.Option("--out", help="curves.png, or curves.html (the PNG and the compare table).")
     ] = Path("curves.png"),
@@ -214,6 +216,8 @@ def plot_command(
     Uses the runs `grugctl compare` would use (current code, one step count and config, no smoke runs).
 
     Example: grugctl plot relu-squared grugformer-starter --out curves.html
+
+    Example: grugctl plot relu-squared grugformer-starter --x flops --out scaling.png
     """
     from grugctl.evidence import plot
 

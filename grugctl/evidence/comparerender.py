@@ -96,11 +96,6 @@ def _times(value: float | None) -> str:
     return "unbounded" if value is None else f"{value:.2f}x"
 
 
-def _law(fit) -> str:
-    floor = f"{fit.e:.3f} + " if fit.e else ""
-    return f"{floor}{fit.a:.3g} C^-{fit.alpha:.3f}"
-
-
 def ladder_lines(c: Comparison) -> list[str]:
     """The verdict across sizes: the fits, the compute multiplier at each size and one rung up, the trend."""
     if c.ladder_note:
@@ -111,7 +106,7 @@ def ladder_lines(c: Comparison) -> list[str]:
     level = f"{fit.confidence:.0%} CI"
     lines = [
         f"across sizes {', '.join(fit.sizes)}: val_bpb fitted against training FLOPs C, "
-        f"{c.baseline} {_law(fit.baseline_fit)}, {c.candidate} {_law(fit.candidate_fit)}"
+        f"{c.baseline} {fit.baseline_fit.formula()}, {c.candidate} {fit.candidate_fit.formula()}"
     ]
     for m in fit.multipliers:
         where = f"{m.size} (extrapolated)" if m.extrapolated else m.size

@@ -38,6 +38,10 @@ class Fit:
     def loss(self, flops: float) -> float:
         return self.e + self.a * flops**-self.alpha
 
+    def formula(self) -> str:
+        floor = f"{self.e:.3f} + " if self.e else ""
+        return f"{floor}{self.a:.3g} C^-{self.alpha:.3f}"
+
     def flops_for(self, loss: float) -> float:
         """The compute at which this law reaches `loss`; inf below its asymptote."""
         gap = loss - self.e

@@ -1,6 +1,8 @@
 """`grugctl plot`: loss curves from run records, one mean curve per experiment with a band over its seeds,
-the target as a line and the mean time to target marked. matplotlib (Agg) draws the PNG; the HTML page
-embeds that PNG beside the compare table, with no JavaScript."""
+the target as a line and the mean time to target marked; or, with `--x flops`, the final loss of every
+(size, seed) against its training FLOPs on a log axis, the mean per size and each side's fitted power
+law (evidence/ladder.py). matplotlib (Agg) draws the PNG; the HTML page embeds that PNG beside the
+compare table, with no JavaScript."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from grugctl.evidence import compare
 from grugctl.runs import records
 
 CURVE_METRICS = ("val_bpb", "val_loss", "train_loss")
-X_AXES = {"step": "step", "tokens": "tokens", "time": "seconds"}  # keys of a record's eval_curve
+X_AXES = {"step": "step", "tokens": "tokens", "time": "seconds", "flops": None}  # keys of an eval_curve
 X_LABELS = {"step": "training step", "tokens": "training tokens", "time": "training seconds"}
 # The mark's x for each axis, from the summary row.
 CROSSING = {"step": "steps_to_target", "tokens": "tokens_to_target", "time": "time_to_target_s"}
@@ -34,6 +36,19 @@ class Curve:
     high: tuple[float, ...]
     crossing: float | None  # mean x at which the target was reached, over seeds that reached it
     target: float | None
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """One experiment across sizes: each run's (FLOPs, final value), the mean per size, the fit."""
+
+    entry_id: str
+    seeds: int  # runs drawn, over every size
+    points: tuple[tuple[float, float], ...]
+    sizes: tuple[str, ...]
+    flops: tuple[float, ...]  # per size
+    means: tuple[float, ...]
+    fit: object | None  # ladder.Fit; None for val_loss (the ladder fits val_bpb)
 
 
 def _points(record: dict, metric: str, x_axis: str) -> list[tuple[float, float]]:
@@ -108,6 +123,68 @@ def load_curves(
     return curves
 
 
+def load_scaling(archive: Archive, entry_ids: list[str], metric: str) -> list[Scaling]:
+    """Every size each experiment's current code ran (one step count and config per size, as compare
+    picks them); two sizes at least, or there is no line to draw."""
+    from grugctl.evidence.ladder import fit_power_law
+
+    if metric not in ("val_bpb", "val_loss"):
+        raise GrugError(f"--x flops draws a run's final val_bpb or val_loss, not '{metric}'")
+    drawn = []
+    for entry_id in entry_ids:
+        sizes = compare.sizes_of(archive, entry_id)
+        rows = {size: compare.usable_rows(archive, entry_id, None, size=size)[0] for size in sizes}
+        rows = {size: [r for r in rows[size] if isinstance(r.get("flops"), (int, float))] for size in sizes}
+        sizes = [size for size in sizes if rows[size]]
+        if len(sizes) < 2:
+            raise GrugError(
+                f"--x flops needs '{entry_id}' at two or more sizes (has {len(sizes)}); "
+                f"`grugctl run {entry_id} --sizes xs,s,m` records them"
+            )
+        flops = [rows[size][0]["flops"] for size in sizes]
+        means = [sum(r[metric] for r in rows[size]) / len(rows[size]) for size in sizes]
+        points = tuple((r["flops"], r[metric]) for size in sizes for r in rows[size])
+        try:
+            fit = fit_power_law(flops, means) if metric == "val_bpb" else None
+        except ValueError:
+            fit = None
+        drawn.append(Scaling(entry_id, len(points), points, tuple(sizes), tuple(flops), tuple(means), fit))
+    return drawn
+
+
+def scaling_png(drawn: list[Scaling], metric: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(8, 5), dpi=110)
+    for number, scaling in enumerate(drawn):
+        color = f"C{number}"
+        xs, ys = zip(*scaling.points, strict=True)
+        axes.scatter(xs, ys, color=color, alpha=0.4, s=14)
+        label = f"{scaling.entry_id} ({', '.join(scaling.sizes)}; {scaling.seeds} runs)"
+        axes.plot(scaling.flops, scaling.means, "o", color=color, markersize=7, label=label)
+        if scaling.fit is not None:
+            grid = np.geomspace(min(scaling.flops) / 1.5, max(scaling.flops) * 3, GRID_POINTS)
+            fit = scaling.fit
+            axes.plot(
+                grid, [fit.loss(x) for x in grid], color=color, linewidth=1.2, label=f"fit {fit.formula()}"
+            )
+    axes.set_xscale("log")
+    axes.set_xlabel("training FLOPs")
+    axes.set_ylabel(f"final {metric}")
+    axes.set_title(f"final {metric} against compute: one dot per run, large dots the mean per size")
+    axes.grid(alpha=0.3, which="both")
+    axes.legend()
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png")
+    pyplot.close(figure)
+    return buffer.getvalue()
+
+
 def png(curves: list[Curve], metric: str, x_axis: str) -> bytes:
     import matplotlib
 
@@ -172,6 +249,7 @@ def write_plot(
     dry_run: bool = False,
 ) -> list[Curve]:
     """Write `out` (.png or .html); the HTML page adds the comparison of each id with the baseline.
+    Returns what was drawn: a Curve per experiment, or with x_axis "flops" a Scaling.
     A dry run loads and checks the curves it would draw and writes nothing."""
     from grugctl.evidence import comparerender
     from grugctl.transaction import write_bytes
@@ -179,10 +257,13 @@ def write_plot(
     suffix = out.suffix.lower()
     if suffix not in (".png", ".html"):
         raise GrugError(f"--out {out} must end in .png or .html")
-    curves = load_curves(archive, entry_ids, metric, x_axis, steps)
+    if x_axis == "flops":
+        curves = load_scaling(archive, entry_ids, metric)
+    else:
+        curves = load_curves(archive, entry_ids, metric, x_axis, steps)
     if dry_run:
         return curves
-    image = png(curves, metric, x_axis)
+    image = scaling_png(curves, metric) if x_axis == "flops" else png(curves, metric, x_axis)
     if suffix == ".png":
         data = image
     else:
