@@ -52,9 +52,10 @@ def _status_table(report: dict) -> None:
     widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
     if not rows:
         return
-    if not out.is_terminal:  # a pipe or file gets whole lines, no colour: plain text is 10x faster than rich
-        plain = [None] * len(headers)
-        sys.stdout.write("".join(_status_line(row, widths, plain).plain + "\n" for row in [headers, *rows]))
+    if not out.is_terminal:  # a pipe or file gets whole lines, no colour, and no rich Text at all
+        # (plain strings: 0.13 s less on a 1,000-entry archive than rich Text's .plain, bench/cli.py)
+        line = lambda row: "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        sys.stdout.write("".join(line(row).rstrip() + "\n" for row in [headers, *rows]))
         return
     # A terminal cuts only purpose; `archive show` prints it whole.
     widths[-1] = min(widths[-1], max(10, out.width - sum(widths[:-1]) - 2 * (len(widths) - 1)))

@@ -160,6 +160,7 @@ def compare_command(
     ] = None,
     alpha: float = typer.Option(0.01, "--alpha", help="Significance level of the verdict."),
     steps: int | None = typer.Option(None, "--steps", help="Compare runs of this length (default: newest)."),
+    size: str | None = typer.Option(None, "--size", help="Compare this size only (default: every size run)."),
     as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON on stdout."),
     as_md: bool = typer.Option(False, "--md", help="Print a Markdown table (for a pull request)."),
     archive_path: ArchiveOption = None,
@@ -169,9 +170,13 @@ def compare_command(
     Paired seeds (`grugctl run ID --paired`) use the paired t-test, other runs Welch's t-test
     (scipy.stats). Smoke runs, other code, step counts or configs, and for wall-time metrics other
     machines, are left out and counted. An inconclusive verdict says how many seeds the observed
-    effect would need.
+    effect would need. Runs that never reached the target count as slowest (rank tests). Each size
+    run gets its own table; with two or more, the largest adds the compute multiplier (how many times
+    the FLOPs the baseline needs for the candidate's loss) with its interval, and the trend.
 
     Example: grugctl compare relu-squared --metric val_bpb --md
+
+    Example: grugctl compare relu-squared --size s --json
     """
     from grugctl.evidence import compare, comparerender
 
@@ -181,7 +186,7 @@ def compare_command(
     chosen = tuple(metrics) if metrics else compare.DEFAULT_METRICS
     comparisons = guarded(
         lambda: compare.compare_all(
-            archive, entry_ids, against=against, metrics=chosen, alpha=alpha, steps=steps
+            archive, entry_ids, against=against, metrics=chosen, alpha=alpha, steps=steps, size=size
         )
     )
     if as_json:
