@@ -235,3 +235,43 @@ def test_ctrl_c_during_a_run_prints_one_line_and_records_nothing(tmp_path):
         stderr.strip().splitlines()[-1] == "error: run of 'grugformer-starter' interrupted; nothing recorded"
     )
     assert stdout == "" and (root / "archive.yaml").read_bytes() == before
+
+
+def test_sizes_dry_run_lists_each_run_with_its_flops_and_an_unknown_size_is_one_sentence(tmp_path):
+    root = make_repo(tmp_path)
+    new_experiment(root, "relu-squared", "--bucket", "mlp")
+    before = (root / "archive.yaml").read_bytes()
+    result = _invoke(root, ["run", "relu-squared", "--sizes", "xs,s", "--paired", "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    planned = json.loads(result.stdout)
+    starter, idea = "grugformer-starter", "relu-squared"
+    assert [(run["id"], run["size"]) for run in planned] == [
+        (starter, "xs"), (idea, "xs"), (starter, "s"), (idea, "s"),
+    ]  # fmt: skip
+    xs, s = planned[0], planned[2]
+    assert xs["params"]["total"] == 480_096 and s["params"]["total"] == 853_120
+    assert 2.5 < s["flops"] / xs["flops"] < 4 and s["tokens"] == 450 * 32 * 128
+    assert planned[0]["pair"].endswith("-xs-seed0") and planned[0]["command"][-2:] == ["--size", "xs"]
+    bad = _invoke(root, ["run", "relu-squared", "--sizes", "xs,huge"])
+    assert (
+        bad.exit_code == 2 and "relu-squared --size huge: unknown size 'huge'; use one of xs, s" in bad.output
+    )
+    assert (root / "archive.yaml").read_bytes() == before and not (root / "runs").exists()
+
+
+@pytest.mark.slow
+def test_runs_at_two_sizes_are_recorded_with_their_size_and_flops_and_compared_apart(tmp_path):
+    root = make_repo(tmp_path)
+    new_experiment(root, "relu-squared", "--bucket", "mlp")
+    commit_all(root, "idea")
+    args = ["run", "relu-squared", "--sizes", "xs,s", "--seeds", "2", "--paired", "--steps", "3"]
+    result = _invoke(root, args)
+    assert result.exit_code == 0, result.output
+    rows = experiments(root)["relu-squared"]["results"]
+    assert sorted((row["size"], row["seed"]) for row in rows) == [("s", 0), ("s", 1), ("xs", 0), ("xs", 1)]
+    record = json.loads((root / rows[0]["record"]).read_text())
+    assert record["size"] == rows[0]["size"] and record["flops"] == rows[0]["flops"] > 0
+    assert record["params"]["non_embedding"] < record["params"]["total"]
+    compared = json.loads(_invoke(root, ["compare", "relu-squared", "--json", "--metric", "val_bpb"]).stdout)
+    assert [c["size"] for c in compared] == ["xs", "s"]
+    assert all(c["metrics"][0]["n_candidate"] == 2 for c in compared)
