@@ -50,6 +50,11 @@ def run_quick(name: str) -> str:
             [rf"archive status +median +{NUMBER} s", rf"read: .*\({NUMBER}x\)", rf"write: .*\({NUMBER}x\)"],
         ),
         ("check.py", [rf"check --fast, cold caches +median +{NUMBER} s", r"check --fast, warm +median"]),
+        pytest.param(
+            "ladder.py",
+            [rf"\| xs \| {NUMBER}e\+12 \| {NUMBER} \|", rf"--sizes xs,s --seeds 3 --paired: {NUMBER} min"],
+            marks=SLOW,
+        ),
     ],
 )
 def test_quick_mode_prints_its_figures(name, expected):
