@@ -10,7 +10,7 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 NUMBER = r"[0-9][0-9,]*(?:\.[0-9]+)?"
-SLOW = pytest.mark.slow  # each trains or starts Ray for half a minute or more
+SLOW = pytest.mark.slow  # each trains, compiles or starts Ray for several seconds or more
 
 
 def run_quick(name: str) -> str:
@@ -39,15 +39,16 @@ def run_quick(name: str) -> str:
             [rf"sequential \(grugctl run\): {NUMBER} s", rf"overhead [+-]{NUMBER} s a task"],
             marks=SLOW,
         ),
-        ("loss.py", [rf"fused: temp memory +{NUMBER} MiB, time +{NUMBER} s"]),
+        pytest.param("loss.py", [rf"fused: temp memory +{NUMBER} MiB, time +{NUMBER} s"], marks=SLOW),
         pytest.param(
             "baseline.py",
             [rf"grugformer starter: .*final val_bpb {NUMBER}", rf"nanoGPT baseline: .*{NUMBER}"],
             marks=SLOW,
         ),
-        (
+        pytest.param(
             "cli.py",
             [rf"archive status +median +{NUMBER} s", rf"read: .*\({NUMBER}x\)", rf"write: .*\({NUMBER}x\)"],
+            marks=SLOW,
         ),
         ("check.py", [rf"check --fast, cold caches +median +{NUMBER} s", r"check --fast, warm +median"]),
         pytest.param(

@@ -2,6 +2,7 @@
 --json on reading commands, --dry-run on writers, no confirmation without a terminal unless --yes."""
 
 import json
+import os
 
 import pytest
 from repo_copy import commit_all, make_repo
@@ -67,9 +68,12 @@ def test_shell_completion_is_offered(repo):
     import sys
     from pathlib import Path
 
-    # The installed script, as a shell would run it (completion keys on the program's name).
+    # The installed script, as a shell would run it (completion keys on the program's name). Run from a
+    # test there is no parent shell to detect, so the shell is named, as typer's own tests do.
     grugctl = Path(sys.executable).parent / "grugctl"
-    script = subprocess.run([str(grugctl), "--show-completion", "bash"], capture_output=True, text=True)
+    env = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    command = [str(grugctl), "--show-completion", "bash"]
+    script = subprocess.run(command, capture_output=True, text=True, env=env)
     assert script.returncode == 0 and "_GRUGCTL_COMPLETE=complete_bash" in script.stdout, script.stderr
 
 

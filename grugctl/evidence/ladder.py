@@ -23,7 +23,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-BOOTSTRAP = 1000
+# The interval reads the resamples' standard error, not their far percentiles: 400 pin it to ~4 %
+# (a 1,000-resample interval is 2.5x slower: ~2 s for three sizes on a 2-core Xeon).
+BOOTSTRAP = 400
 SEED = 0  # the same rows give the same interval
 
 

@@ -150,12 +150,20 @@ def child_command(file: Path, out: Path, *, seed: int, options: list[str]) -> li
 
 
 def run_child(command: list[str], cwd: Path, entry_id: str) -> int:
-    """Run to completion; on Ctrl-C let the child stop (it got the same SIGINT from the terminal)."""
-    child = subprocess.Popen(command, cwd=cwd, env={**os.environ, "GRUG_EXPERIMENT_ID": entry_id})
+    """Run to completion; on Ctrl-C stop the child and say so in one line.
+
+    The child starts with SIGINT ignored (Python keeps an inherited SIG_IGN), so the terminal's Ctrl-C
+    reaches grugctl alone, which then ends the child with SIGTERM: a Ctrl-C that lands while the child
+    is still importing JAX would otherwise print a traceback from the import."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        child = subprocess.Popen(command, cwd=cwd, env={**os.environ, "GRUG_EXPERIMENT_ID": entry_id})
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         return child.wait()
     except KeyboardInterrupt:
-        child.send_signal(signal.SIGINT)
+        child.terminate()
         try:
             child.wait(timeout=10)
         except subprocess.TimeoutExpired:
