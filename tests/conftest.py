@@ -27,6 +27,11 @@ def pytest_addoption(parser):
     parser.addoption("--slow", action="store_true", help="also run the tests marked slow (as CI does)")
 
 
+def pytest_report_header(config):
+    if not config.getoption("--slow"):
+        return "tests marked slow are left out (training, full promotions, Ray); --slow runs them too"
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: an end-to-end test deselected unless --slow is given")
 
