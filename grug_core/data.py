@@ -14,6 +14,8 @@ single file splits that file by bytes instead: the first 90% is train, the last 
 
     python -m grug_core.data fetch    # download and extract into the cache (no-op when present)
     python -m grug_core.data info     # where the corpus is and how large each split is
+    python -m grug_core.data tokenize --tokenizer tokenizer.json --input DIR --out DIR [--val-fraction F]
+                                      # any folder of text into train/val token shards (shards.py)
 """
 
 from __future__ import annotations
@@ -101,12 +103,41 @@ def _checked(data: np.ndarray, split: str, seq_len: int) -> np.ndarray:
 def batches(
     split: str, batch_size: int, seq_len: int, seed: int, data_dir: Path | str | None = None
 ) -> Iterator[np.ndarray]:
-    """Endless int32 [B, S+1] windows at random offsets; inputs are [:, :-1], targets [:, 1:]."""
+    """Endless int32 [B, S+1] windows at random offsets; inputs are [:, :-1], targets [:, 1:]. Made
+    ahead on a background thread (prefetched), in the same order as without it."""
     data = _checked(load_split(split, data_dir), split, seq_len)
+    return prefetched(_random_windows(data, batch_size, seq_len, seed))
+
+
+def _random_windows(data: np.ndarray, batch_size: int, seq_len: int, seed: int) -> Iterator[np.ndarray]:
     rng = np.random.default_rng(seed)
     # The bound leaves the split's last byte unused; kept so recorded runs replay the same batches.
     while True:
         yield _windows(data, rng.integers(0, len(data) - seq_len - 1, batch_size), seq_len)
+
+
+def prefetched(source: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
+    """`source`'s items in order, produced `depth` ahead on a daemon thread, so the next batch is ready
+    while the step runs (numpy slicing releases the GIL, and so does a running XLA step). An error in
+    `source` is raised here, at the batch where it happened."""
+    import queue
+    import threading
+
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+
+    def produce() -> None:
+        try:
+            for item in source:
+                ready.put((item, None))
+        except BaseException as error:  # handed to the consumer, which raises it
+            ready.put((None, error))
+
+    threading.Thread(target=produce, name="grug-prefetch", daemon=True).start()
+    while True:
+        item, error = ready.get()
+        if error is not None:
+            raise error
+        yield item
 
 
 def eval_batches(
@@ -184,14 +215,48 @@ def _info(data_dir: Path | None) -> None:
         print(f"  val files: {', '.join(f.name for f in split_files(files)[1])}")
 
 
+def _tokenize(args) -> None:
+    from rich.progress import Progress
+
+    from grug_core import shards
+
+    missing = [flag for flag in ("tokenizer", "input", "out") if getattr(args, flag) is None]
+    if missing:
+        raise shards.ShardError(f"tokenize needs {', '.join('--' + m for m in missing)}")
+    total = len(shards.text_documents(args.input))
+    with Progress(transient=True) as bar:  # on stderr when it is a terminal; silent in a pipe
+        task = bar.add_task("tokenizing", total=total)
+        written = shards.tokenize_into(
+            args.tokenizer, args.input, args.out, val_fraction=args.val_fraction,
+            shard_tokens=args.shard_tokens, progress=lambda n: bar.advance(task, n),
+        )  # fmt: skip
+    for split, done in written.items():
+        per_token = done.bytes / done.tokens if done.tokens else 0.0
+        print(
+            f"{split}: {done.documents:,} documents, {done.tokens:,} tokens, {done.bytes:,} bytes "
+            f"({per_token:.2f} bytes per token) in {len(done.shards)} shard(s)"
+        )
+    print(f"shards and meta.json in {args.out}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grug_core.data", description="The Shakespeare corpus.")
-    parser.add_argument("command", choices=["fetch", "info"])
+    parser = argparse.ArgumentParser(prog="python -m grug_core.data", description="Training data.")
+    parser.add_argument("command", choices=["fetch", "info", "tokenize"])
     parser.add_argument(
         "--data", type=Path, help="a folder of .txt files (default: $GRUG_DATA_DIR or the Shakespeare cache)"
     )
+    parser.add_argument("--tokenizer", type=Path, help="tokenize: a Hugging Face tokenizer.json")
+    parser.add_argument("--input", type=Path, help="tokenize: a folder of .txt files, one document each")
+    parser.add_argument("--out", type=Path, help="tokenize: a new folder for the shards and meta.json")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="tokenize: share of documents in val")
+    parser.add_argument("--shard-tokens", type=int, default=100_000_000, help="tokenize: tokens per shard")
     args = parser.parse_args(argv)
+    from grug_core.shards import ShardError
+
     try:
+        if args.command == "tokenize":
+            _tokenize(args)
+            return 0
         if args.command == "info":
             _info(args.data)
             return 0
@@ -208,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except RuntimeError as error:
+    except (RuntimeError, ShardError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

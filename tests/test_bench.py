@@ -51,6 +51,10 @@ def run_quick(name: str) -> str:
             marks=SLOW,
         ),
         ("check.py", [rf"check --fast, cold caches +median +{NUMBER} s", r"check --fast, warm +median"]),
+        (
+            "loader.py",
+            [rf"token shards: {NUMBER} tokens/s made", rf"prefetched: {NUMBER}% of the loop waiting"],
+        ),
         pytest.param(
             "ladder.py",
             [rf"\| xs \| {NUMBER}e\+12 \| {NUMBER} \|", rf"--sizes xs,s --seeds 3 --paired: {NUMBER} min"],

@@ -173,3 +173,19 @@ def test_fetch_rejects_an_incomplete_download(tmp_path, monkeypatch, capsys):
     assert data.main(["fetch", "--data", str(tmp_path / "cache")]) == 2
     assert "not hold the expected 42 files" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["hamlet_gut.txt"]
+
+
+def test_prefetched_batches_are_the_same_batches_in_the_same_order(shakespeare):
+    ahead = data.batches("train", 4, 32, seed=5)
+    plain = data._random_windows(data.load_split("train"), 4, 32, seed=5)
+    for _ in range(20):
+        assert np.array_equal(next(ahead), next(plain))
+
+    def failing():
+        yield np.zeros(3)
+        raise ValueError("the source broke at batch 2")
+
+    source = data.prefetched(failing())
+    assert np.array_equal(next(source), np.zeros(3))
+    with pytest.raises(ValueError, match="the source broke at batch 2"):
+        next(source)
