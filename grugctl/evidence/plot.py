@@ -152,14 +152,31 @@ def load_scaling(archive: Archive, entry_ids: list[str], metric: str) -> list[Sc
     return drawn
 
 
-def scaling_png(drawn: list[Scaling], metric: str) -> bytes:
+def _axes():
+    """A figure and its axes on matplotlib's file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import numpy as np
     from matplotlib import pyplot
 
-    figure, axes = pyplot.subplots(figsize=(8, 5), dpi=110)
+    return pyplot.subplots(figsize=(8, 5), dpi=110)
+
+
+def _png(figure, axes) -> bytes:
+    from matplotlib import pyplot
+
+    axes.legend()
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png")
+    pyplot.close(figure)
+    return buffer.getvalue()
+
+
+def scaling_png(drawn: list[Scaling], metric: str) -> bytes:
+    import numpy as np
+
+    figure, axes = _axes()
     for number, scaling in enumerate(drawn):
         color = f"C{number}"
         xs, ys = zip(*scaling.points, strict=True)
@@ -177,21 +194,11 @@ def scaling_png(drawn: list[Scaling], metric: str) -> bytes:
     axes.set_ylabel(f"final {metric}")
     axes.set_title(f"final {metric} against compute: one dot per run, large dots the mean per size")
     axes.grid(alpha=0.3, which="both")
-    axes.legend()
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png")
-    pyplot.close(figure)
-    return buffer.getvalue()
+    return _png(figure, axes)
 
 
 def png(curves: list[Curve], metric: str, x_axis: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    figure, axes = pyplot.subplots(figsize=(8, 5), dpi=110)
+    figure, axes = _axes()
     for number, curve in enumerate(curves):
         color = f"C{number}"
         label = f"{curve.entry_id} ({curve.seeds} seed{'s' * (curve.seeds != 1)})"
@@ -212,12 +219,7 @@ def png(curves: list[Curve], metric: str, x_axis: str) -> bytes:
     axes.set_ylabel(metric)
     axes.set_title(f"{metric}: mean over seeds, band = ±1 sd; dotted = mean crossing of the target")
     axes.grid(alpha=0.3)
-    axes.legend()
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png")
-    pyplot.close(figure)
-    return buffer.getvalue()
+    return _png(figure, axes)
 
 
 def html_page(image: bytes, table_html: str, title: str) -> str:

@@ -37,7 +37,9 @@ def ensure_corpus() -> None:
         data.fetch()
 
 
-def _stop(child: subprocess.Popen) -> None:
+def stop_child(child: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 10 s: the child writes its results atomically at the end, so a stopped
+    run leaves nothing half-written."""
     child.terminate()
     try:
         child.wait(timeout=10)
@@ -96,7 +98,7 @@ def run_on_worker(job: dict) -> dict:
             _stream(child, f"[{job['entry_id']} seed {job['seed']}] ", tail)
             code = child.wait()
         except BaseException:  # Ray's cancel arrives as KeyboardInterrupt: take the child down with us
-            _stop(child)
+            stop_child(child)
             raise
         finally:
             shared_host = hostjobs.finish_job(marker)

@@ -21,6 +21,7 @@ from pathlib import Path
 from grugctl import transaction
 from grugctl.runs import hostjobs
 from grugctl.runs import records
+from grugctl.runs.raytask import stop_child
 from grugctl.archive import Archive, append_result, get_entry
 from grugctl.codediff import experiment_file
 from grugctl.errors import CHECK_FAILED, GrugError
@@ -163,12 +164,7 @@ def run_child(command: list[str], cwd: Path, entry_id: str) -> int:
     try:
         return child.wait()
     except KeyboardInterrupt:
-        child.terminate()
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        stop_child(child)
         raise GrugError(f"run of '{entry_id}' interrupted; nothing recorded", INTERRUPTED) from None
 
 
