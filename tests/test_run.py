@@ -216,7 +216,8 @@ def test_ctrl_c_during_a_run_prints_one_line_and_records_nothing(tmp_path, after
 
     root = make_repo(tmp_path)
     before = (root / "archive.yaml").read_bytes()
-    args = ["run", "grugformer-starter", "--smoke", "--steps", "400", "--record"]
+    # Long enough to be still running when interrupted, even with every program in the compile cache.
+    args = ["run", "grugformer-starter", "--smoke", "--steps", "4000", "--record"]
     driver = subprocess.Popen(
         [sys.executable, "-c", DEFAULT_SIGINT_THEN_GRUGCTL, *args], cwd=root, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
@@ -224,10 +225,13 @@ def test_ctrl_c_during_a_run_prints_one_line_and_records_nothing(tmp_path, after
     training = lambda: [
         p for p in psutil.Process(driver.pid).children() if "grugformer_speedrun.py" in " ".join(p.cmdline())
     ]
-    deadline = time.time() + 60
-    while not training() and time.time() < deadline:
-        time.sleep(0.2)
-    assert training(), "the training child never started"
+    deadline, found = time.time() + 60, []
+    while not found and time.time() < deadline:
+        found = training()
+        time.sleep(0.05)
+    if not found:
+        driver.kill()
+        pytest.fail(f"the training child never started: {driver.communicate()[1][-3000:]}")
     time.sleep(after)
     os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C on a terminal does: the whole foreground group
     stdout, stderr = driver.communicate(timeout=60)
