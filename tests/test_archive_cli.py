@@ -221,6 +221,7 @@ def test_status_table_summary_and_warnings(repo_with_archive, tmp_path):
         "last",
         "known-good",
         "seeds",  # the leaderboard's columns (issue 10)
+        "size",
         "val_bpb",
         "steps→target",
         "Δ",

@@ -266,3 +266,17 @@ def test_sizes_are_never_mixed_one_comparison_per_size(tmp_path):
     assert xs["metrics"][0]["mean_baseline"] == pytest.approx(3.1033, abs=1e-3)
     text = _invoke(root, ["compare", IDEA, "--metric", "val_bpb"]).stdout
     assert "at 200 steps, size xs (alpha 0.01)" in text and "at 200 steps, size s (alpha 0.01)" in text
+
+
+def test_the_leaderboard_compares_each_experiment_with_the_starter_at_its_own_size(tmp_path):
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    add_rows(root, STARTER, BASELINE, size="s", flops=1.05e13)
+    add_rows(root, IDEA, [3.0, 3.01, 2.99], size="xs", flops=3.3e12)
+    board = json.loads(_invoke(root, ["archive", "status", "--json"]).stdout)["experiments"]
+    idea = next(row for row in board if row["id"] == IDEA)
+    assert (idea["size"], idea["seeds"], idea["delta_val_bpb"]) == ("xs", 3, None)  # no starter run at xs
+    add_rows(root, STARTER, [3.1, 3.12, 3.09], size="xs", flops=3.3e12)
+    board = json.loads(_invoke(root, ["archive", "status", "--json"]).stdout)["experiments"]
+    idea = next(row for row in board if row["id"] == IDEA)
+    assert idea["delta_val_bpb"] == pytest.approx(3.0 - 3.1033, abs=1e-3) and idea["verdict"] == "better"

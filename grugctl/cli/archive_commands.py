@@ -37,13 +37,13 @@ def _delta_cell(row: dict) -> str:
 
 def _status_table(report: dict) -> None:
     headers = [
-        "id", "status", "bucket", "file", "introduced", "last known-good", "seeds", "val_bpb",
+        "id", "status", "bucket", "file", "introduced", "last known-good", "seeds", "size", "val_bpb",
         "steps→target", "Δ bpb vs starter", "purpose",
     ]  # fmt: skip
     rows = [
         [
             r["id"], r["status"], r["bucket"] or "-", "yes" if r["file_present"] else "missing",
-            r["introduced"] or "-", r["last_known_good"] or "-", str(r["seeds"]),
+            r["introduced"] or "-", r["last_known_good"] or "-", str(r["seeds"]), r["size"] or "-",
             _figure(r["mean_val_bpb"], 4), _figure(r["mean_steps_to_target"], 0), _delta_cell(r),
             r["purpose"],
         ]
@@ -61,13 +61,13 @@ def _status_table(report: dict) -> None:
     widths[-1] = min(widths[-1], max(10, out.width - sum(widths[:-1]) - 2 * (len(widths) - 1)))
     lines = [_status_line(headers, widths, ["bold"] * len(headers))]
     for row in rows:
-        verdict = {"better": "green", "worse": "red"}.get(row[9].split(" ")[-1])
+        verdict = {"better": "green", "worse": "red"}.get(row[10].split(" ")[-1])
         styles = [
             None,
             STATUS_STYLE[row[1]],
             None,
             "red" if row[3] == "missing" else None,
-            *[None] * 5,
+            *[None] * 6,
             verdict,
         ]
         styles.append(None)
@@ -107,10 +107,11 @@ def archive_status(
 ) -> None:
     """List experiments with their provenance and results, and warn about anything inconsistent.
 
-    The leaderboard columns count the seeds of each experiment's current code and give its mean val
-    bits per byte, mean steps to the target, and the delta in bits per byte against the starter with
-    the verdict of `grugctl compare` (alpha 0.01). Warns about missing files, experiment files no
-    entry names, deleted entries whose file still exists, and SHAs git does not know.
+    The leaderboard columns count the seeds of each experiment's current code at its newest size and
+    give its mean val bits per byte, mean steps to the target, and the delta in bits per byte against
+    the starter at the same size with the verdict of `grugctl compare` (alpha 0.01). Warns about
+    missing files, experiment files no entry names, deleted entries whose file still exists, and SHAs
+    git does not know.
 
     Example: grugctl archive status --status active --sort-by val_bpb
     """

@@ -367,16 +367,19 @@ LEADERBOARD_SORTS = ("archive", "val_bpb", "steps_to_target", "delta", "seeds")
 
 
 def leaderboard(archive: Archive, entry_ids: list[str], alpha: float = DEFAULT_ALPHA) -> dict[str, dict]:
-    """Per experiment: seeds of its current code, mean val bpb, mean steps to target, and the delta in
-    val bpb against the starter with its verdict. Entries without results cost nothing (no scipy)."""
+    """Per experiment: seeds of its current code at its newest size, mean val bpb, mean steps to target,
+    and the delta in val bpb against the starter at that size and step count with its verdict. Entries
+    without results cost nothing (no scipy)."""
     board = {}
     metric = _metric(SPEEDRUN_METRIC)
     for entry_id in entry_ids:
         entry = get_entry(archive, entry_id)
         rows, steps, _ = usable_rows(archive, entry_id, None) if entry.results else ([], None, None)
+        size = row_size(rows[0]) if rows else None
         bpb, to_target = _values(rows, "val_bpb"), _values(rows, "steps_to_target")
         line = {
             "seeds": len(rows),
+            "size": size,
             "steps": steps,
             "mean_val_bpb": sum(bpb) / len(bpb) if bpb else None,
             "mean_steps_to_target": sum(to_target) / len(to_target) if to_target else None,
@@ -384,7 +387,7 @@ def leaderboard(archive: Archive, entry_ids: list[str], alpha: float = DEFAULT_A
             "verdict": None,
         }
         if rows and entry_id != archive.starter and archive.starter in archive.experiments:
-            baseline, _, _ = usable_rows(archive, archive.starter, steps)
+            baseline, _, _ = usable_rows(archive, archive.starter, steps, size=size)
             if baseline:
                 result = compare_metric(rows, baseline, metric, alpha)
                 line["delta_val_bpb"], line["verdict"] = result.delta, result.verdict
