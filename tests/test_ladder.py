@@ -86,8 +86,9 @@ def test_compare_prints_the_multiplier_and_the_trend_across_sizes(tmp_path):
     assert [m["size"] for m in multipliers[:3]] == sizes and multipliers[3]["extrapolated"]
     assert all(m["ci_low"] < 1.5 and (m["ci_high"] is None or m["ci_high"] > 1.5) for m in multipliers)
     text = _invoke(root, ["compare", IDEA, "--metric", "val_bpb"]).stdout
-    assert "compute multiplier at m: " in text and "99% CI" in text and "trend: delta val_bpb" in text
-    assert "compute multiplier at one rung up (2.1x the FLOPs of m) (extrapolated)" in text
+    assert "compute multiplier: how many times its FLOPs grugformer-starter needs" in text
+    assert "  at m: " in text and "99% CI" in text and "trend: delta val_bpb" in text
+    assert "  at one rung up (2.1x the FLOPs of m) (extrapolated): " in text
 
 
 @pytest.mark.parametrize("multiplier, refused", [(1.0, True), (2.0, False)])
@@ -98,7 +99,7 @@ def test_promote_reads_the_ladder_at_its_largest_size(tmp_path, multiplier, refu
     commit_all(root, "idea")
     record_ladder(root, multiplier)
     result = _invoke(root, ["promote", IDEA, "--dry-run"])
-    assert "compute multiplier at m:" in result.output
+    assert "  at m: " in result.output and "compute multiplier: how many times" in result.output
     if refused:
         assert (
             result.exit_code == 1

@@ -106,14 +106,13 @@ def ladder_lines(c: Comparison) -> list[str]:
     level = f"{fit.confidence:.0%} CI"
     lines = [
         f"across sizes {', '.join(fit.sizes)}: val_bpb fitted against training FLOPs C, "
-        f"{c.baseline} {fit.baseline_fit.formula()}, {c.candidate} {fit.candidate_fit.formula()}"
+        f"{c.baseline} {fit.baseline_fit.formula()}, {c.candidate} {fit.candidate_fit.formula()}",
+        f"compute multiplier: how many times its FLOPs {c.baseline} needs to reach {c.candidate}'s loss",
     ]
     for m in fit.multipliers:
         where = f"{m.size} (extrapolated)" if m.extrapolated else m.size
-        lines.append(
-            f"compute multiplier at {where}: {_times(m.value)} ({level} {_times(m.ci_low)} to "
-            f"{_times(m.ci_high)}; the baseline needs that many times the FLOPs for {c.candidate}'s loss)"
-        )
+        interval = f"{level} {_times(m.ci_low)} to {_times(m.ci_high)}"
+        lines.append(f"  at {where}: {_times(m.value)} ({interval})")
     if fit.trend is not None:
         low, high = fit.trend_ci
         # delta = candidate - baseline, lower is better: a slope below zero moves the candidate ahead.
