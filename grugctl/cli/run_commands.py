@@ -111,11 +111,10 @@ def run_command(
 
     archive = load_archive_for(archive_path)
     show = None if as_json else (lambda done: say(_run_line(done)))
-    planned = dict(
-        seeds=list(range(seed, seed + seeds)), steps=steps, smoke=smoke, record=record, paired=paired,
+    plan = runner.RunPlan(
+        seeds=tuple(range(seed, seed + seeds)), steps=steps, smoke=smoke, record=record, paired=paired,
         against=against, mesh=mesh, sizes=guarded(lambda: runner.parse_sizes(sizes)),
     )  # fmt: skip
-    common = planned | {"on_finished": show}
     ray_only = {
         "--retries": retries != 0, "--allow-dirty": allow_dirty, "--cpus-per-run": cpus_per_run != 1.0,
         "--gpus-per-run": gpus_per_run != 0.0,
@@ -124,15 +123,15 @@ def run_command(
         given = ", ".join(name for name, used in ray_only.items() if used)
         raise fail(f"{given} only apply to Ray runs; add --ray (or --ray-address ADDRESS)")
     if dry_run:
-        _render_planned(guarded(lambda: runner.planned_runs(archive, entry_ids, **planned)), as_json)
+        _render_planned(guarded(lambda: runner.planned_runs(archive, entry_ids, plan)), as_json)
         return
     if ray or ray_address:
         from grugctl.runs import rayrun
 
         options = rayrun.RayOptions(ray_address, cpus_per_run, gpus_per_run, retries, allow_dirty)
-        finished = guarded(lambda: rayrun.run_on_ray(archive, entry_ids, options, **common))
+        finished = guarded(lambda: rayrun.run_on_ray(archive, entry_ids, options, plan, show))
     else:
-        finished = guarded(lambda: runner.run_experiments(archive, entry_ids, **common))
+        finished = guarded(lambda: runner.run_experiments(archive, entry_ids, plan, show))
     if as_json:
         json_out([{"id": done.entry_id, "recorded": done.recorded, **done.row} for done in finished])
     elif any(done.recorded for done in finished):

@@ -22,12 +22,10 @@ from grugctl.runs.runner import (
     INTERRUPTED,
     Finished,
     Job,
+    RunPlan,
+    checked_jobs,
     checked_results,
-    child_options,
-    describe_sizes,
-    plan_jobs,
     record_run,
-    recorded_by_default,
     runnable_entry,
 )
 
@@ -139,28 +137,14 @@ def _failed(archive: Archive, job: Job, failure: dict, source, *, smoke: bool, r
 
 
 def run_on_ray(
-    archive: Archive,
-    entry_ids: list[str],
-    options: RayOptions,
-    *,
-    seeds: list[int],
-    steps: int | None = None,
-    smoke: bool = False,
-    record: bool | None = None,
-    paired: bool = False,
-    against: str | None = None,
-    mesh: str | None = None,
-    sizes: tuple[str | None, ...] = (None,),
-    on_finished=None,
+    archive: Archive, entry_ids: list[str], options: RayOptions, plan: RunPlan, on_finished=None
 ) -> list[Finished]:
     """Submit every job at once and record each as it comes back. Raises GrugError (exit 1) at the end
     when some job still failed after its retries, once every other job has landed."""
-    record = recorded_by_default(smoke, record)
+    record, smoke = plan.recorded, plan.smoke
     if options.retries < 0:
         raise GrugError(f"--retries {options.retries} must be 0 or more")
-    jobs = plan_jobs(archive, entry_ids, seeds, paired=paired, against=against, sizes=sizes)
-    if jobs:
-        describe_sizes(archive, jobs[0].entry_id, sizes)  # an unknown size fails before anything ships
+    jobs, _ = checked_jobs(archive, entry_ids, plan)
     if not options.allow_dirty:
         refuse_dirty_tree(archive)
     paths = {
@@ -171,7 +155,7 @@ def run_on_ray(
     }
     # Provenance is taken once, before anything ships: it describes exactly the tree the workers get.
     sources = {entry: records.provenance(archive.root, path, archive.core) for entry, path in paths.items()}
-    flags = child_options(steps=steps, smoke=smoke, mesh=mesh)
+    flags = plan.child_options()
 
     ray = start_ray(archive, options)
     from grugctl.runs import raytask

@@ -50,6 +50,28 @@ class Finished:
     recorded: bool
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What `grugctl run` was asked for: the local runs, the Ray runs and --dry-run all read it."""
+
+    seeds: tuple[int, ...]
+    steps: int | None = None
+    smoke: bool = False
+    record: bool | None = None  # None: every run but a smoke run
+    paired: bool = False
+    against: str | None = None
+    mesh: str | None = None
+    sizes: tuple[str | None, ...] = (None,)
+
+    @property
+    def recorded(self) -> bool:
+        return recorded_by_default(self.smoke, self.record)
+
+    def child_options(self) -> list[str]:
+        """The experiment file's flags that every seed shares (--seed, --out and --size are per run)."""
+        return child_options(steps=self.steps, smoke=self.smoke, mesh=self.mesh)
+
+
 def runnable_entry(archive: Archive, entry_id: str):
     entry = get_entry(archive, entry_id)
     if entry.status != "active":
@@ -206,6 +228,14 @@ def record_run(archive: Archive, entry_id: str, record: dict) -> dict:
     return row
 
 
+def checked_jobs(archive: Archive, entry_ids: list[str], plan: RunPlan) -> tuple[list[Job], dict[str, dict]]:
+    """The jobs in run order, and each size's parameters and FLOPs: an unknown size or experiment is
+    refused here, before anything trains or ships."""
+    jobs = plan_jobs(archive, entry_ids, list(plan.seeds), paired=plan.paired, against=plan.against,
+                     sizes=plan.sizes)  # fmt: skip
+    return jobs, describe_sizes(archive, jobs[0].entry_id, plan.sizes) if jobs else {}
+
+
 def run_job(archive: Archive, job: Job, *, options: list[str], record: bool) -> Finished:
     entry = runnable_entry(archive, job.entry_id)
     source = records.provenance(archive.root, entry.path, archive.core)
@@ -236,60 +266,32 @@ def recorded_by_default(smoke: bool, record: bool | None) -> bool:
     return not smoke if record is None else record
 
 
-def planned_runs(
-    archive: Archive,
-    entry_ids: list[str],
-    *,
-    seeds: list[int],
-    steps: int | None = None,
-    smoke: bool = False,
-    record: bool | None = None,
-    paired: bool = False,
-    against: str | None = None,
-    mesh: str | None = None,
-    sizes: tuple[str | None, ...] = (None,),
-) -> list[dict]:
+def planned_runs(archive: Archive, entry_ids: list[str], plan: RunPlan) -> list[dict]:
     """What run_experiments would do, in its order, as JSON-ready rows (with each size's parameters and
     FLOPs): nothing trains, nothing is written."""
-    record = recorded_by_default(smoke, record)
-    options = child_options(steps=steps, smoke=smoke, mesh=mesh)
-    jobs = plan_jobs(archive, entry_ids, seeds, paired=paired, against=against, sizes=sizes)
-    described = describe_sizes(archive, jobs[0].entry_id, sizes) if jobs else {}
+    jobs, described = checked_jobs(archive, entry_ids, plan)
+    options = plan.child_options()
     rows = []
     for job in jobs:
         file = experiment_file(archive.root, get_entry(archive, job.entry_id).path)
         rel = file.relative_to(archive.root).as_posix()
         command = ["python", rel, "--seed", str(job.seed), *options, *job.size_option()]
-        row = {"id": job.entry_id, "seed": job.seed, "pair": job.pair, "record": record, "command": command}
+        row = {"id": job.entry_id, "seed": job.seed, "pair": job.pair, "record": plan.recorded}
+        row["command"] = command
         if job.size is not None:
             row |= {"size": job.size, **{k: described[job.size][k] for k in ("params", "tokens", "flops")}}
         rows.append(row)
     return rows
 
 
-def run_experiments(
-    archive: Archive,
-    entry_ids: list[str],
-    *,
-    seeds: list[int],
-    steps: int | None = None,
-    smoke: bool = False,
-    record: bool | None = None,
-    paired: bool = False,
-    against: str | None = None,
-    mesh: str | None = None,
-    sizes: tuple[str | None, ...] = (None,),
-    on_finished=None,
-) -> list[Finished]:
+def run_experiments(archive: Archive, entry_ids: list[str], plan: RunPlan, on_finished=None) -> list[Finished]:
     """Run every job in order, recording each as soon as it succeeds; a failure stops the rest (what
     finished stays recorded). Smoke runs are recorded only when asked (`record=True`)."""
-    record = recorded_by_default(smoke, record)
+    record = plan.recorded
     if record:  # refuse before training, not after it
         transaction.refuse_if_interrupted(archive.root)
-    jobs = plan_jobs(archive, entry_ids, seeds, paired=paired, against=against, sizes=sizes)
-    if jobs:
-        describe_sizes(archive, jobs[0].entry_id, sizes)  # an unknown size fails before anything trains
-    options = child_options(steps=steps, smoke=smoke, mesh=mesh)
+    jobs, _ = checked_jobs(archive, entry_ids, plan)
+    options = plan.child_options()
     finished: list[Finished] = []
     for job in jobs:
         try:
