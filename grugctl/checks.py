@@ -474,7 +474,8 @@ def analyse_experiments(archive: archive_mod.Archive, use_cache: bool = True) ->
     for entry_id in misses:
         entry, _, text = files[entry_id]
         records[keys[entry_id][0]] = _verdict_for(inputs, entry, text, keys[entry_id])
-    kept = {keys[i][0]: records.get(keys[i][0]) or cache[keys[i][0]] for i in files}
+    # An empty verdict (no core to compare with) is a verdict too: `or` would look it up in the cache.
+    kept = {keys[i][0]: records[keys[i][0]] if keys[i][0] in records else cache[keys[i][0]] for i in files}
     if use_cache and (misses or len(kept) != len(cache)):
         save_cache(cache_file, logic, kept)
     facts = {

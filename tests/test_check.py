@@ -220,6 +220,13 @@ def test_a_damaged_record_fails_check_and_compare_leaves_it_out(repo: Path, dama
     assert "damaged run record" in shown.output, shown.output
 
 
+def test_a_repository_without_its_core_package_fails_contracts_in_one_line(repo: Path):
+    shutil.rmtree(repo / "grug_core")
+    code, results = check(repo)
+    assert code == 1 and "contracts" in failing(results)
+    assert "the core package grug_core has no modules" in text_of(results["contracts"])
+
+
 def test_unregistered_file(repo: Path):
     write(repo, "experiments/speedrun/stray/stray.py", "X = 1\n")
     code, results = check(repo)
