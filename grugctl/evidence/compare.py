@@ -371,7 +371,7 @@ def leaderboard(archive: Archive, entry_ids: list[str], alpha: float = DEFAULT_A
     """Per experiment: seeds of its current code at its newest size, mean val bpb, mean steps to target,
     and the delta in val bpb against the starter at that size and step count with its verdict. Entries
     without results cost nothing (no scipy)."""
-    board = {}
+    board, baselines = {}, {}  # the starter's rows once per (steps, size), not once per entry
     metric = _metric(SPEEDRUN_METRIC)
     for entry_id in entry_ids:
         entry = get_entry(archive, entry_id)
@@ -388,7 +388,9 @@ def leaderboard(archive: Archive, entry_ids: list[str], alpha: float = DEFAULT_A
             "verdict": None,
         }
         if rows and entry_id != archive.starter and archive.starter in archive.experiments:
-            baseline, _, _ = usable_rows(archive, archive.starter, steps, size=size)
+            if (steps, size) not in baselines:
+                baselines[steps, size] = usable_rows(archive, archive.starter, steps, size=size)[0]
+            baseline = baselines[steps, size]
             if baseline:
                 result = compare_metric(rows, baseline, metric, alpha)
                 line["delta_val_bpb"], line["verdict"] = result.delta, result.verdict
