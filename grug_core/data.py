@@ -16,6 +16,8 @@ single file splits that file by bytes instead: the first 90% is train, the last 
     python -m grug_core.data info     # where the corpus is and how large each split is
     python -m grug_core.data tokenize --tokenizer tokenizer.json --input DIR --out DIR [--val-fraction F]
                                       # any folder of text into train/val token shards (shards.py)
+    python -m grug_core.data describe --tokenizer tokenizer.json --data DIR
+                                      # meta.json for shards made elsewhere (FineWeb), by their tokenizer
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import sys
 import tarfile
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -101,17 +104,22 @@ def _checked(data: np.ndarray, split: str, seq_len: int) -> np.ndarray:
 
 
 def batches(
-    split: str, batch_size: int, seq_len: int, seed: int, data_dir: Path | str | None = None
+    split: str, batch_size: int, seq_len: int, seed: int, data_dir: Path | str | None = None, start: int = 0
 ) -> Iterator[np.ndarray]:
     """Endless int32 [B, S+1] windows at random offsets; inputs are [:, :-1], targets [:, 1:]. Made
-    ahead on a background thread (prefetched), in the same order as without it."""
+    ahead on a background thread (prefetched), in the same order as without it. `start` skips that
+    many batches (a resumed run continues the same sequence) without building them."""
     data = _checked(load_split(split, data_dir), split, seq_len)
-    return prefetched(_random_windows(data, batch_size, seq_len, seed))
+    return prefetched(_random_windows(data, batch_size, seq_len, seed, start))
 
 
-def _random_windows(data: np.ndarray, batch_size: int, seq_len: int, seed: int) -> Iterator[np.ndarray]:
+def _random_windows(
+    data: np.ndarray, batch_size: int, seq_len: int, seed: int, start: int = 0
+) -> Iterator[np.ndarray]:
     rng = np.random.default_rng(seed)
     # The bound leaves the split's last byte unused; kept so recorded runs replay the same batches.
+    for _ in range(start):
+        rng.integers(0, len(data) - seq_len - 1, batch_size)
     while True:
         yield _windows(data, rng.integers(0, len(data) - seq_len - 1, batch_size), seq_len)
 
@@ -147,6 +155,90 @@ def eval_batches(
     data = _checked(load_split(split, data_dir), split, seq_len)
     offsets = np.linspace(0, len(data) - seq_len - 2, batch_size * num_batches).astype(np.int64)
     return [_windows(data, chunk, seq_len) for chunk in offsets.reshape(num_batches, batch_size)]
+
+
+# ---------------------------------------------------------------- what a run trains on
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The data a run trains on, as its record names it. Text (Shakespeare or a folder of .txt) is
+    bytes: vocab 256, one byte per token. A shard folder brings its tokenizer's vocabulary and the
+    bytes of each token id (shards.py), so bits per byte stay exact."""
+
+    name: str  # "shakespeare", or the folder's name
+    kind: str  # "bytes" or "shards"
+    vocab_size: int
+    fingerprint: str  # names the content: file names and sizes (and the tokenizer's sha256) hashed
+    tokenizer: str | None  # sha256 of tokenizer.json; None for bytes
+    folder: Path | None
+    token_bytes: np.ndarray | None = field(default=None, compare=False, repr=False)  # [V]; None: bytes
+
+    def record(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "vocab_size": self.vocab_size,
+                "fingerprint": self.fingerprint, "tokenizer": self.tokenizer}  # fmt: skip
+
+
+def _fingerprint(files: list[Path], extra: str = "") -> str:
+    import hashlib
+
+    listing = "".join(f"{f.name}:{f.stat().st_size}\n" for f in sorted(files)) + extra
+    return hashlib.sha256(listing.encode()).hexdigest()[:12]
+
+
+def open_dataset(data_dir: Path | str | None = None) -> Dataset:
+    """Shakespeare (no folder), a shard folder (*.bin) or a folder of .txt files; a shard folder
+    must say how many bytes its tokens stand for (meta.json from `tokenize`), or bits per byte could
+    not be exact. Raises CorpusMissing or shards.ShardError with the fix."""
+    from grug_core import shards
+
+    folder = None if data_dir is None else Path(data_dir)
+    if folder is not None and not folder.is_dir():
+        raise CorpusMissing(f"--data {folder} is not a folder; pass a folder of .txt files or token shards")
+    if folder is not None and shards.is_shard_folder(folder):
+        train, val = shards.shard_set(folder, "train"), shards.shard_set(folder, "val")
+        if val.token_bytes is None:
+            raise shards.ShardError(
+                f"{folder} has no token byte lengths in meta.json, so bits per byte cannot be exact; "
+                "write its shards with `python -m grug_core.data tokenize`"
+            )
+        return Dataset(folder.name, "shards", max(train.vocab_size, val.vocab_size),
+                       _fingerprint([*train.files, *val.files], val.tokenizer or ""), val.tokenizer,
+                       folder, val.token_bytes)  # fmt: skip
+    files = corpus_files(folder)
+    name = "shakespeare" if folder is None else folder.name
+    return Dataset(name, "bytes", 256, _fingerprint(files), None, folder)
+
+
+def train_batches(
+    data: Dataset, batch_size: int, seq_len: int, seed: int, start: int = 0
+) -> Iterator[np.ndarray]:
+    """Endless int32 [B, S+1] training windows from the seed; `start` skips that many batches."""
+    if data.kind == "bytes":
+        return batches("train", batch_size, seq_len, seed, data.folder, start)
+    from grug_core import shards
+
+    return prefetched(
+        shards.shard_windows(shards.shard_set(data.folder, "train"), batch_size, seq_len, seed, start)
+    )
+
+
+def eval_windows(data: Dataset, batch_size: int, seq_len: int, num_batches: int) -> list[np.ndarray]:
+    """The same validation windows on every call (int32 [B, S+1] each)."""
+    if data.kind == "bytes":
+        return eval_batches("val", batch_size, seq_len, num_batches, data.folder)
+    from grug_core import shards
+
+    return shards.shard_eval_windows(shards.shard_set(data.folder, "val"), batch_size, seq_len, num_batches)
+
+
+def bytes_covered(data: Dataset, windows: list[np.ndarray]) -> int:
+    """UTF-8 bytes of the text the windows' targets ([:, 1:], the tokens the loss scores) stand for:
+    the denominator of exact bits per byte."""
+    targets = [w[:, 1:] for w in windows]
+    if data.token_bytes is None:
+        return sum(t.size for t in targets)
+    return int(sum(data.token_bytes[t].sum() for t in targets))
 
 
 def extract_texts(sdist: Path, dest: Path) -> list[Path]:
@@ -241,9 +333,11 @@ def _tokenize(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grug_core.data", description="Training data.")
-    parser.add_argument("command", choices=["fetch", "info", "tokenize"])
+    parser.add_argument("command", choices=["fetch", "info", "tokenize", "describe"])
     parser.add_argument(
-        "--data", type=Path, help="a folder of .txt files (default: $GRUG_DATA_DIR or the Shakespeare cache)"
+        "--data",
+        type=Path,
+        help="a folder of .txt files (default: $GRUG_DATA_DIR or the Shakespeare cache); describe: shards",
     )
     parser.add_argument("--tokenizer", type=Path, help="tokenize: a Hugging Face tokenizer.json")
     parser.add_argument("--input", type=Path, help="tokenize: a folder of .txt files, one document each")
@@ -251,11 +345,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-fraction", type=float, default=0.1, help="tokenize: share of documents in val")
     parser.add_argument("--shard-tokens", type=int, default=100_000_000, help="tokenize: tokens per shard")
     args = parser.parse_args(argv)
+    from grug_core import shards
     from grug_core.shards import ShardError
 
     try:
         if args.command == "tokenize":
             _tokenize(args)
+            return 0
+        if args.command == "describe":
+            if args.tokenizer is None or args.data is None:
+                raise ShardError(
+                    "describe needs --tokenizer tokenizer.json and --data DIR (the shard folder)"
+                )
+            meta = shards.describe_folder(args.tokenizer, args.data)
+            total = sum(meta["bytes"].values())
+            print(f"{len(meta['bytes'])} shards cover {total:,} bytes; meta.json written in {args.data}")
             return 0
         if args.command == "info":
             _info(args.data)

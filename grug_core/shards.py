@@ -12,6 +12,7 @@ vocabulary: the largest token id in the folder + 1 stands in, and bytes per toke
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -40,6 +41,9 @@ class ShardSet:
     vocab_size: int
     bytes: int | None  # UTF-8 bytes the split's tokens cover; None without meta.json
     tokenizer: str | None  # sha256 of tokenizer.json
+    # UTF-8 bytes each token id stands for ([V]; 0 for special tokens); None without meta.json. It makes
+    # bits per byte exact on any subset of tokens, such as the evaluation windows.
+    token_bytes: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def write_shard(path: Path, tokens: np.ndarray) -> None:
@@ -125,12 +129,22 @@ def shard_set(folder: Path, split: str) -> ShardSet:
             meta.get("split_bytes", {}).get(split) or sum(int(meta["bytes"][f.name]) for f in files)
         )
     tokenizer = meta.get("tokenizer") if meta else None
-    return ShardSet(files, tuple(a.size for a in arrays), vocab, covered, tokenizer)
+    token_bytes = None
+    if meta is not None and "token_bytes" in meta:
+        token_bytes = np.asarray(meta["token_bytes"], np.int64)
+        if token_bytes.shape != (vocab,):
+            raise ShardError(
+                f"{folder / META} lists {token_bytes.size} token byte lengths for a vocabulary of {vocab}; "
+                "re-tokenize the folder"
+            )
+    return ShardSet(files, tuple(a.size for a in arrays), vocab, covered, tokenizer, token_bytes)
 
 
-def shard_windows(shards: ShardSet, batch_size: int, seq_len: int, seed: int) -> Iterator[np.ndarray]:
+def shard_windows(
+    shards: ShardSet, batch_size: int, seq_len: int, seed: int, start: int = 0
+) -> Iterator[np.ndarray]:
     """Endless int32 [B, S+1] windows, each inside one shard, from the seed alone: a shard is picked in
-    proportion to its tokens, then an offset in it."""
+    proportion to its tokens, then an offset in it. `start` skips that many batches."""
     arrays = [read_shard(f) for f in shards.files]
     usable = np.array([max(0, a.size - seq_len - 1) for a in arrays], np.float64)
     if usable.sum() == 0:
@@ -138,6 +152,9 @@ def shard_windows(shards: ShardSet, batch_size: int, seq_len: int, seed: int) ->
             f"every shard of {shards.files[0].parent} is shorter than seq_len + 2 = {seq_len + 2}"
         )
     rng = np.random.default_rng(seed)
+    for _ in range(start):
+        rng.choice(len(arrays), size=batch_size, p=usable / usable.sum())
+        rng.random(batch_size)
     while True:
         picks = rng.choice(len(arrays), size=batch_size, p=usable / usable.sum())
         offsets = (rng.random(batch_size) * usable[picks]).astype(np.int64)
@@ -186,6 +203,43 @@ def load_tokenizer(path: Path):
         return Tokenizer.from_file(str(path))
     except Exception as error:  # the library raises its own Exception subclasses for a bad file
         raise ShardError(f"{path} is not a tokenizer.json that tokenizers can load ({error})") from None
+
+
+def _byte_alphabet() -> dict[str, int]:
+    """The byte-level pre-tokenizer's printable stand-in for each byte (GPT-2's convention): bytes that
+    print as themselves keep their character; the rest map, in order, to the code points from 256 up."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    alphabet = {chr(b): b for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            alphabet[chr(256 + extra)] = b
+            extra += 1
+    return alphabet
+
+
+def token_byte_lengths(tokenizer) -> np.ndarray:
+    """int64 [V]: the UTF-8 bytes each token id stands for in decoded text; 0 for special tokens. Exact
+    for byte-level BPE (GPT-2, Llama 3, tiktoken-style tokenizers); sentencepiece-style pieces count
+    '▁' as a space and <0xNN> byte-fallback pieces as one byte."""
+    alphabet = _byte_alphabet()
+    byte_level = "ByteLevel" in json.dumps(json.loads(tokenizer.to_str()).get("decoder"))
+    special = {token.content for token in tokenizer.get_added_tokens_decoder().values() if token.special}
+    lengths = np.zeros(tokenizer.get_vocab_size(), np.int64)
+    for piece, index in tokenizer.get_vocab(with_added_tokens=True).items():
+        if piece in special:
+            continue
+        if byte_level and all(ch in alphabet for ch in piece):
+            lengths[index] = len(piece)
+        elif piece.startswith("<0x") and piece.endswith(">") and len(piece) == 6:
+            lengths[index] = 1
+        else:
+            lengths[index] = len(piece.replace("▁", " ").encode())
+    return lengths
 
 
 def text_documents(folder: Path) -> list[Path]:
@@ -301,11 +355,49 @@ def tokenize_folder(
     meta = {
         "tokenizer": hashlib.sha256(tokenizer_path.read_bytes()).hexdigest(),
         "vocab_size": tokenizer.get_vocab_size(),
+        "token_bytes": token_byte_lengths(tokenizer).tolist(),
         "bytes": covered,
         # Exact per split; a document cut between two shards shares its bytes by tokens in `bytes`.
         "split_bytes": {split: result.bytes for split, result in written.items()},
     }
     tmp = out / f".{META}.tmp"
-    tmp.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(meta, sort_keys=True) + "\n")  # one line: token_bytes holds V numbers
     os.replace(tmp, out / META)
     return written
+
+
+def describe_folder(tokenizer_path: Path, folder: Path) -> dict:
+    """meta.json for shards written elsewhere (modded-nanogpt's FineWeb, llm.c) by the tokenizer that
+    made them: each shard's bytes are the sum of its tokens' byte lengths, exact for byte-level BPE.
+    Written atomically; refuses a folder that already has one."""
+    import hashlib
+
+    if (folder / META).exists():
+        raise ShardError(f"{folder / META} exists; delete it first to describe the folder again")
+    tokenizer = load_tokenizer(tokenizer_path)
+    table = token_byte_lengths(tokenizer)
+    files = sorted(folder.glob("*.bin"))
+    if not files:
+        raise ShardError(
+            f"no .bin shards in {folder}; pass the folder that holds *_train_*.bin and *_val_*.bin"
+        )
+    covered = {}
+    for path in files:
+        tokens = read_shard(path)
+        if tokens.size and int(tokens.max()) >= table.size:
+            raise ShardError(
+                f"{path} holds token id {int(tokens.max())}, outside this tokenizer's {table.size}"
+            )
+        covered[path.name] = int(
+            sum(table[tokens[i : i + 2**24]].sum() for i in range(0, tokens.size, 2**24))
+        )
+    meta = {
+        "tokenizer": hashlib.sha256(tokenizer_path.read_bytes()).hexdigest(),
+        "vocab_size": int(table.size),
+        "token_bytes": table.tolist(),
+        "bytes": covered,
+    }
+    tmp = folder / f".{META}.tmp"
+    tmp.write_text(json.dumps(meta, sort_keys=True) + "\n")
+    os.replace(tmp, folder / META)
+    return meta

@@ -112,3 +112,10 @@ def flops_per_token(model, seq_len: int) -> float:
     m, layers, v, heads, kv, d, f = _dims(model)
     matmul_params = layers * (m * d * (2 * heads + 2 * kv) + 3 * m * f) + m * v
     return 6 * matmul_params + 12 * layers * heads * d * seq_len
+
+
+def padded_vocab(vocab_size: int, multiple: int = 128) -> int:
+    """The model's vocabulary for data with `vocab_size` ids: rounded up to a multiple of 128 so the
+    embedding and LM head split over a model axis and keep matmul-friendly shapes (GPT-2's 50,257 ->
+    50,304, as modded-nanogpt does); the extra rows are never a target. Byte data (256) is unchanged."""
+    return -(-vocab_size // multiple) * multiple

@@ -52,6 +52,10 @@ def run_quick(name: str) -> str:
         ),
         ("check.py", [rf"check --fast, cold caches +median +{NUMBER} s", r"check --fast, warm +median"]),
         (
+            "report.py",
+            [rf"per experiment: {NUMBER} s \({NUMBER}x one plot", r"same bytes on a second build: yes"],
+        ),
+        (
             "loader.py",
             [rf"token shards: {NUMBER} tokens/s made", rf"prefetched: {NUMBER}% of the loop waiting"],
         ),

@@ -178,3 +178,102 @@ def test_bad_tokenize_input_is_one_sentence_exit_2_and_writes_nothing(tmp_path, 
         assert done.returncode == 2 and len(lines) == 1 and words in lines[0], done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.json", "empty", "latin", "taken", "texts"]
     assert [p.name for p in taken.iterdir()] == ["keep.txt"]
+
+
+def test_token_byte_lengths_sum_to_the_exact_utf8_bytes_of_the_text(tmp_path, texts, tokenizer_file):
+    """Byte-level BPE splits multi-byte characters (é, €, 古) across tokens; the per-token lengths in
+    meta.json still add up to the text's UTF-8 bytes exactly, which is what makes bits per byte exact."""
+    out = tmp_path / "shards"
+    done = tokenize("--tokenizer", str(tokenizer_file), "--input", str(texts), "--out", str(out),
+                    "--val-fraction", "0.2", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    table = np.asarray(meta["token_bytes"])
+    assert table.shape == (meta["vocab_size"],) and table.min() == 0  # the end-of-text token covers nothing
+    for split in ("train", "val"):
+        ids = np.concatenate([np.asarray(shards.read_shard(f)) for f in shards.shard_set(out, split).files])
+        assert int(table[ids].sum()) == meta["split_bytes"][split]
+
+
+def byte_tokenizer(path: Path) -> Path:
+    """A byte-level tokenizer whose id for each byte is the byte itself: its tokens are today's bytes."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = {b: ch for ch, b in shards._byte_alphabet().items()}
+    tokenizer = Tokenizer(models.BPE(vocab={alphabet[b]: b for b in range(256)}, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.save(str(path))
+    return path
+
+
+def test_bits_per_byte_on_a_byte_tokenizer_equal_the_text_path(tmp_path):
+    """The same model scored on the same validation text through shards of a byte tokenizer and through
+    today's byte path: the same windows, the same bytes, the same bits per byte."""
+    import jax
+    import jax.numpy as jnp
+
+    from grug_core import data
+    from grug_core.loss import next_token_loss
+    from grug_core.model import GrugConfig, forward, init_parameters
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rng = np.random.default_rng(0)
+    words = ["to", "be", "or", "not", "that", "is", "the", "question", "café", "naïve", "\n"]
+    for number in range(10):  # every 10th file is validation, on both paths
+        text = " ".join(rng.choice(words, 600))
+        (corpus / f"play{number:02d}.txt").write_text(text, encoding="utf-8")
+    out = tmp_path / "shards"
+    done = tokenize("--tokenizer", str(byte_tokenizer(tmp_path / "bytes.json")), "--input", str(corpus),
+                    "--out", str(out), cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text_data, shard_data = data.open_dataset(corpus), data.open_dataset(out)
+    assert (text_data.kind, shard_data.kind, shard_data.vocab_size) == ("bytes", "shards", 256)
+    text_windows = data.eval_windows(text_data, 4, 64, 3)
+    shard_windows = data.eval_windows(shard_data, 4, 64, 3)
+    assert all(np.array_equal(a, b) for a, b in zip(text_windows, shard_windows, strict=True))
+
+    cfg = GrugConfig(vocab_size=256, hidden_dim=32, intermediate_dim=64, num_layers=2, num_heads=4,
+                     num_kv_heads=2, head_dim=8, max_seq_len=64)  # fmt: skip
+    params = init_parameters(cfg, jax.random.key(0))
+
+    def bits_per_byte(dataset, windows):
+        nats = [float(next_token_loss(forward(params, jnp.asarray(w[:, :-1]), cfg), params.lm_head,
+                                      jnp.asarray(w[:, 1:]))) for w in windows]  # fmt: skip
+        tokens = sum(w[:, 1:].size for w in windows)
+        return float(np.mean(nats)) * tokens / data.bytes_covered(dataset, windows) / np.log(2)
+
+    assert data.bytes_covered(text_data, text_windows) == data.bytes_covered(shard_data, shard_windows)
+    assert bits_per_byte(shard_data, shard_windows) == pytest.approx(
+        bits_per_byte(text_data, text_windows), rel=1e-6
+    )
+
+
+def test_a_shard_folder_without_token_byte_lengths_is_refused_for_training(tmp_path):
+    from grug_core import data
+
+    write_like_modded_nanogpt(tmp_path / "fineweb_train_000001.bin", list(range(300)))
+    write_like_modded_nanogpt(tmp_path / "fineweb_val_000000.bin", list(range(300)))
+    with pytest.raises(shards.ShardError, match="bits per byte cannot be exact"):
+        data.open_dataset(tmp_path)
+
+
+def test_shards_made_elsewhere_are_described_by_their_tokenizer_then_train(tmp_path, tokenizer_file):
+    """modded-nanogpt's FineWeb shards come without meta.json; `describe` adds it from the tokenizer."""
+    from tokenizers import Tokenizer
+
+    from grug_core import data
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    for split, name in (("train", "a_play.txt"), ("val", "c_café.txt")):
+        write_like_modded_nanogpt(tmp_path / f"fineweb_{split}_000000.bin", tokenizer.encode(TEXTS[name]).ids)
+    describe = [sys.executable, "-m", "grug_core.data", "describe", "--tokenizer", str(tokenizer_file)]
+    done = subprocess.run([*describe, "--data", str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    dataset = data.open_dataset(tmp_path)
+    assert dataset.vocab_size == tokenizer.get_vocab_size() and dataset.kind == "shards"
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["bytes"]["fineweb_val_000000.bin"] == len(TEXTS["c_café.txt"].encode())
+    again = subprocess.run([*describe, "--data", str(tmp_path)], capture_output=True, text=True)
+    assert again.returncode == 2 and "exists" in again.stderr

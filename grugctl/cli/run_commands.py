@@ -52,7 +52,9 @@ def _render_planned(planned: list[dict], as_json: bool) -> None:
         size = ""
         if "size" in run:
             size = f" size {run['size']} ({run['params']['total']:,} params, {run['flops']:.3g} FLOPs)"
-        say(f"would run {run['id']} seed {run['seed']}{size}{pair}, {kept}: {' '.join(run['command'])}")
+        setting = f" at {', '.join(run['setting'])}" if run.get("setting") else ""
+        command = " ".join(run["command"])
+        say(f"would run {run['id']} seed {run['seed']}{size}{setting}{pair}, {kept}: {command}")
 
 
 @app.command("run")
@@ -76,6 +78,23 @@ def run_command(
     ),
     sizes: str | None = typer.Option(
         None, "--sizes", "--size", help="Model sizes of the ladder, e.g. xs,s,m (default: the file's, s)."
+    ),
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", metavar="FIELD=VALUE", help="Set a config field for every run, e.g. --set peak_lr=1e-2."
+        ),
+    ] = None,
+    sweep: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sweep",
+            metavar="FIELD=V1,V2",
+            help="Run every value of a scalar config field, e.g. --sweep peak_lr=1e-3,3e-3 (repeat: a grid).",
+        ),
+    ] = None,
+    data: str | None = typer.Option(
+        None, "--data", help="Token shards (python -m grug_core.data tokenize) or .txt files to train on."
     ),
     ray: bool = typer.Option(False, "--ray", help="Run every (experiment, seed) as a task on Ray."),
     ray_address: str | None = typer.Option(
@@ -105,6 +124,10 @@ def run_command(
 
     Example: grugctl run relu-squared --sizes xs,s,m --seeds 3 --paired
 
+    Example: grugctl run relu-squared --paired --seeds 4 --sweep peak_lr=1.5e-3,3e-3,6e-3
+
+    Example: grugctl run relu-squared --data shards/ --seeds 3 --paired
+
     Example: grugctl run relu-squared grugformer-starter --seeds 4 --ray --cpus-per-run 2 --retries 1
     """
     from grugctl.runs import runner
@@ -114,6 +137,8 @@ def run_command(
     plan = runner.RunPlan(
         seeds=tuple(range(seed, seed + seeds)), steps=steps, smoke=smoke, record=record, paired=paired,
         against=against, mesh=mesh, sizes=guarded(lambda: runner.parse_sizes(sizes)),
+        settings=guarded(lambda: runner.parse_settings(settings)), data=data,
+        sweep=guarded(lambda: runner.parse_sweep(sweep)),
     )  # fmt: skip
     ray_only = {
         "--retries": retries != 0, "--allow-dirty": allow_dirty, "--cpus-per-run": cpus_per_run != 1.0,
@@ -160,6 +185,12 @@ def compare_command(
     alpha: float = typer.Option(0.01, "--alpha", help="Significance level of the verdict."),
     steps: int | None = typer.Option(None, "--steps", help="Compare runs of this length (default: newest)."),
     size: str | None = typer.Option(None, "--size", help="Compare this size only (default: every size run)."),
+    tuned: str | None = typer.Option(
+        None, "--tuned", metavar="FIELD", help="Compare each side at its own best value of a swept field."
+    ),
+    select_seeds: int | None = typer.Option(
+        None, "--select-seeds", min=0, help="--tuned: seeds that choose the value (default: half the seeds)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON on stdout."),
     as_md: bool = typer.Option(False, "--md", help="Print a Markdown table (for a pull request)."),
     archive_path: ArchiveOption = None,
@@ -171,9 +202,13 @@ def compare_command(
     machines, are left out and counted. An inconclusive verdict says how many seeds the observed
     effect would need. Runs that never reached the target count as slowest (rank tests). Each size
     run gets its own table; with two or more, the largest adds the compute multiplier (how many times
-    the FLOPs the baseline needs for the candidate's loss) with its interval, and the trend.
+    the FLOPs the baseline needs for the candidate's loss) with its interval, and the trend. Runs on
+    other data or with other --set/--sweep settings are never mixed in. --tuned FIELD compares each
+    side at its own best value of a swept field: chosen on the lowest seeds, tested on the others.
 
     Example: grugctl compare relu-squared --metric val_bpb --md
+
+    Example: grugctl compare relu-squared --tuned peak_lr
 
     Example: grugctl compare relu-squared --size s --json
     """
@@ -185,8 +220,16 @@ def compare_command(
     chosen = tuple(metrics) if metrics else compare.DEFAULT_METRICS
     comparisons = guarded(
         lambda: compare.compare_all(
-            archive, entry_ids, against=against, metrics=chosen, alpha=alpha, steps=steps, size=size
-        )
+            archive,
+            entry_ids,
+            against=against,
+            metrics=chosen,
+            alpha=alpha,
+            steps=steps,
+            size=size,
+            tuned=tuned,
+            select_seeds=select_seeds,
+        )  # fmt: skip
     )
     if as_json:
         json_out(compare.as_json(comparisons))

@@ -6,8 +6,13 @@ other sizes, step counts or configs, and, for wall-time metrics, other machines 
 ran other runs at once (`shared_host`, set by hostjobs). Rows that share a `pair` id ran back to back
 on one machine with the same seed, and are compared with the paired t-test; otherwise Welch's t-test.
 
-Sizes are never mixed: an experiment with runs at several sizes of the ladder gets one comparison per
-size. A run that never reached the target is not dropped from the *_to_target metrics: it counts as
+Sizes, data and settings are never mixed: an experiment with runs at several sizes of the ladder gets
+one comparison per size; the baseline's rows must have trained on the same data (dataset and tokenizer)
+with the same `--set`/`--sweep` settings as the candidate's. Without --tuned, the file's own settings
+are compared when they were run. With `--tuned FIELD` each side is compared at its own best value of
+a swept field, chosen on some seeds and tested on the others (compare_tuned).
+
+A run that never reached the target is not dropped from the *_to_target metrics: it counts as
 slower than every run that did (censored), and those metrics then use rank tests (Wilcoxon signed-rank
 on pairs, Mann-Whitney U otherwise) and say how many runs on each side never got there.
 """
@@ -88,6 +93,25 @@ class Comparison:
     # Across sizes (on the largest size's comparison only): the fits, the compute multiplier and trend.
     ladder: Ladder | None = None
     ladder_note: str | None = None  # why there is no ladder although several sizes were run
+    data: str | None = None  # records.data_key of every row compared here (None: Shakespeare bytes)
+    settings: str | None = None  # the --set/--sweep settings every row compared here ran with
+    tuned: Tuning | None = None  # with --tuned: what each side's best setting was and how it was chosen
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How `compare --tuned FIELD` chose each side's setting: the value with the lowest mean val bpb on
+    the selection seeds; the test then uses only the other seeds, so the p-value is not inflated by the
+    choice. held_out is False when there were no other seeds (then it says so)."""
+
+    field: str
+    candidate_value: str
+    baseline_value: str
+    selection_seeds: tuple[int, ...]
+    test_seeds: tuple[int, ...]
+    held_out: bool
+    tried_candidate: dict[str, float]  # value -> mean val bpb on the selection seeds
+    tried_baseline: dict[str, float]
 
 
 def current_code(archive: Archive, entry) -> str | None:
@@ -102,11 +126,29 @@ def row_size(row: dict) -> str:
     return row.get("size") or records.DEFAULT_SIZE
 
 
+ANY_SETTINGS = "*"  # usable_rows: keep every setting (and config), for tuned_rows to group
+
+
+def row_data(row: dict) -> str:
+    return row.get("data") or ""
+
+
+def row_settings(row: dict) -> str:
+    return row.get("settings") or ""
+
+
 def usable_rows(
-    archive: Archive, entry_id: str, steps: int | None, code: str | None = None, size: str | None = None
+    archive: Archive,
+    entry_id: str,
+    steps: int | None,
+    code: str | None = None,
+    size: str | None = None,
+    data: str | None = None,
+    settings: str | None = None,
 ) -> tuple[list[dict], int | None, Counter]:
-    """The rows that measure the current code (or the file version `code` names) at one size, step count
-    and config, and why the rest were left out. size=None and steps=None take the newest usable row's."""
+    """The rows that measure the current code (or the file version `code` names) at one size, data,
+    setting, step count and config, and why the rest were left out. None takes the newest usable row's
+    size, data and step count, and the file's own settings ("") when any row ran them."""
     entry = get_entry(archive, entry_id)
     code = code or current_code(archive, entry)
     rows, excluded = [], Counter()
@@ -128,10 +170,23 @@ def usable_rows(
     same_size = [row for row in rows if row_size(row) == size]
     excluded["other size"] += len(rows) - len(same_size)
     rows = same_size
+    if data is None and rows:
+        data = row_data(rows[-1])
+    same_data = [row for row in rows if row_data(row) == data]
+    excluded["other data"] += len(rows) - len(same_data)
+    rows = same_data
+    if settings is None and rows:
+        settings = "" if any(row_settings(row) == "" for row in rows) else row_settings(rows[-1])
+    if settings != ANY_SETTINGS:
+        same_settings = [row for row in rows if row_settings(row) == settings]
+        excluded["other settings (compare --tuned FIELD weighs a sweep)"] += len(rows) - len(same_settings)
+        rows = same_settings
     if steps is None and rows:
         steps = rows[-1].get("steps")
     same_steps = [row for row in rows if row.get("steps") == steps]
     excluded["other step count"] += len(rows) - len(same_steps)
+    if settings == ANY_SETTINGS:  # each setting is its own config by design; _tuning_groups sorts them out
+        return same_steps, steps, +excluded
     config = same_steps[-1].get("config") if same_steps else None
     same_config = [row for row in same_steps if row.get("config") == config]
     excluded["other config"] += len(same_steps) - len(same_config)
@@ -259,6 +314,7 @@ def compare(
     alpha: float = DEFAULT_ALPHA,
     steps: int | None = None,
     size: str | None = None,
+    data: str | None = None,
 ) -> Comparison:
     if not 0 < alpha < 1:
         raise GrugError(f"--alpha {alpha} must be between 0 and 1, e.g. 0.01")
@@ -266,9 +322,10 @@ def compare(
     baseline = against or archive.starter
     if baseline == candidate:
         raise GrugError(f"'{candidate}' is its own baseline; name another with --against")
-    rows_c, steps, excluded_c = usable_rows(archive, candidate, steps, size=size)
+    rows_c, steps, excluded_c = usable_rows(archive, candidate, steps, size=size, data=data)
     size = row_size(rows_c[0]) if rows_c else size
-    rows_b, _, excluded_b = usable_rows(archive, baseline, steps, size=size)
+    data, settings = (row_data(rows_c[0]), row_settings(rows_c[0])) if rows_c else (data, None)
+    rows_b, _, excluded_b = usable_rows(archive, baseline, steps, size=size, data=data, settings=settings)
     return Comparison(
         candidate=candidate,
         baseline=baseline,
@@ -280,16 +337,119 @@ def compare(
         excluded_baseline=dict(excluded_b),
         metrics=tuple(compare_metric(rows_c, rows_b, metric, alpha) for metric in chosen),
         size=size,
+        data=data or None,
+        settings=settings or None,
     )
 
 
-def sizes_of(archive: Archive, entry_id: str) -> list[str]:
-    """The sizes the current code of `entry_id` has usable runs at, smallest (fewest FLOPs) first."""
+def _tuning_groups(rows: list[dict], field: str) -> tuple[dict[str, list[dict]], int]:
+    """value of `field` -> rows, among the rows whose other settings are the newest row's; rows of the
+    file's own settings count under "default" (or under the swept value with the same config). Also
+    how many rows other settings left out."""
+    split = lambda row: dict(item.split("=", 1) for item in row_settings(row).split(",") if item)
+    others = lambda row: {k: v for k, v in split(row).items() if k != field}
+    kept = [row for row in rows if others(row) == others(rows[-1])] if rows else []
+    label_of_config = {row.get("config"): split(row)[field] for row in kept if field in split(row)}
+    groups: dict[str, list[dict]] = {}
+    for row in kept:
+        groups.setdefault(label_of_config.get(row.get("config"), "default"), []).append(row)
+    return groups, len(rows) - len(kept)
+
+
+def _choose(groups: dict[str, list[dict]], seeds: tuple[int, ...]) -> tuple[str, dict[str, float]]:
+    """The value with the lowest mean val bpb over `seeds`, and every value's mean."""
+    tried = {
+        value: sum(row["val_bpb"] for row in rows if row["seed"] in seeds)
+        / max(1, sum(row["seed"] in seeds for row in rows))
+        for value, rows in groups.items()
+    }
+    return min(tried, key=tried.get), tried
+
+
+def compare_tuned(
+    archive: Archive,
+    candidate: str,
+    field: str,
+    *,
+    against: str | None = None,
+    metrics: tuple[str, ...] = DEFAULT_METRICS,
+    alpha: float = DEFAULT_ALPHA,
+    size: str | None = None,
+    data: str | None = None,
+    select_seeds: int | None = None,
+) -> tuple[Comparison, list[dict], list[dict]]:
+    """Each side at its own best value of `field` (a --sweep): the value is chosen on the lowest
+    `select_seeds` seeds that every value of both sides ran (default: half of them), and the test uses
+    the other seeds at the chosen values, paired by seed (the same init and batches). Also returns the
+    rows tested, for the fit across sizes."""
+    chosen = [_metric(name) for name in metrics]
+    baseline = against or archive.starter
+    rows_c, steps, excluded_c = usable_rows(
+        archive, candidate, None, size=size, data=data, settings=ANY_SETTINGS
+    )
+    size = row_size(rows_c[0]) if rows_c else size
+    data = row_data(rows_c[0]) if rows_c else data
+    rows_b, _, excluded_b = usable_rows(archive, baseline, steps, size=size, data=data, settings=ANY_SETTINGS)
+    (groups_c, other_c), (groups_b, other_b) = _tuning_groups(rows_c, field), _tuning_groups(rows_b, field)
+    if len(groups_c) < 2 and len(groups_b) < 2:
+        raise GrugError(
+            f"--tuned {field}: neither {candidate} nor {baseline} ran two values of {field} at size {size}; "
+            f"run a sweep first, e.g. grugctl run {candidate} --paired --seeds 4 --sweep {field}=V1,V2"
+        )
+    seed_sets = [{row["seed"] for row in rows} for rows in [*groups_c.values(), *groups_b.values()]]
+    common = tuple(sorted(set.intersection(*seed_sets)))
+    if not common:
+        raise GrugError(
+            f"--tuned {field}: no seed ran at every value on both sides; run the sweep's seeds on both"
+        )
+    count = len(common) // 2 if select_seeds is None else select_seeds
+    if not 0 <= count <= len(common):
+        raise GrugError(
+            f"--select-seeds {select_seeds} must be between 0 and {len(common)} (the shared seeds)"
+        )
+    held_out = 0 < count < len(common)
+    selection = common[:count] if held_out else common
+    value_c, tried_c = _choose(groups_c, selection)
+    value_b, tried_b = _choose(groups_b, selection)
+    tested = lambda rows: [
+        row | {"pair": f"seed{row['seed']}"} for row in rows if not held_out or row["seed"] not in selection
+    ]
+    test_c, test_b = tested(groups_c[value_c]), tested(groups_b[value_b])
+    excluded_c["other settings"] += other_c
+    excluded_b["other settings"] += other_b
+    excluded_c["not the chosen value or a selection seed"] += len(rows_c) - other_c - len(test_c)
+    excluded_b["not the chosen value or a selection seed"] += len(rows_b) - other_b - len(test_b)
+    tuning = Tuning(field, value_c, value_b, selection, tuple(sorted({r["seed"] for r in test_c})), held_out,
+                    tried_c, tried_b)  # fmt: skip
+    comparison = Comparison(
+        candidate=candidate, baseline=baseline, alpha=alpha, steps=steps, rows_candidate=len(test_c),
+        rows_baseline=len(test_b), excluded_candidate=dict(+excluded_c), excluded_baseline=dict(+excluded_b),
+        # Wall time only compares runs made back to back; tuned runs pair by seed across the sweep.
+        metrics=tuple(compare_metric(test_c, test_b, m, alpha) for m in chosen if not m.timing),
+        size=size, data=data or None, tuned=tuning,
+    )  # fmt: skip
+    return comparison, test_c, test_b
+
+
+def data_of(archive: Archive, entry_id: str) -> list[str]:
+    """The data (records.data_key, "" for Shakespeare) the current code of `entry_id` ran on, in the
+    order first run; one comparison each, since losses on different data do not compare."""
+    entry = get_entry(archive, entry_id)
+    code = current_code(archive, entry)
+    ran = [row_data(row) for row in entry.results if row.get("code") == code and not row.get("smoke")]
+    return list(dict.fromkeys(ran))
+
+
+def sizes_of(archive: Archive, entry_id: str, data: str | None = None) -> list[str]:
+    """The sizes the current code of `entry_id` has usable runs at (on `data`, if given), smallest
+    (fewest FLOPs) first."""
     entry = get_entry(archive, entry_id)
     code = current_code(archive, entry)
     flops: dict[str, float] = {}
     for row in entry.results:
         if row.get("status") == "failed" or row.get("smoke") or row.get("code") != code:
+            continue
+        if data is not None and row_data(row) != data:
             continue
         size = row_size(row)
         flops[size] = min(flops.get(size, math.inf), row.get("flops") or 0)
@@ -305,31 +465,60 @@ def compare_all(
     alpha: float = DEFAULT_ALPHA,
     steps: int | None = None,
     size: str | None = None,
+    tuned: str | None = None,
+    select_seeds: int | None = None,
 ) -> list[Comparison]:
     """One comparison per candidate, or per (candidate, size) when its runs span several sizes (each
-    at its own newest step count; `steps` applies to one size at a time)."""
+    at its own newest step count; `steps` applies to one size at a time). tuned: the swept field each
+    side is compared at its own best value of (compare_tuned)."""
+    if not 0 < alpha < 1:
+        raise GrugError(f"--alpha {alpha} must be between 0 and 1, e.g. 0.01")
     for entry_id in [*candidates, *([against] if against else [])]:
         get_entry(archive, entry_id)
     comparisons = []
     for candidate in candidates:
-        sizes = [size] if size is not None else sizes_of(archive, candidate) or [None]
-        judged = [
-            compare(archive, candidate, against=against, metrics=metrics, alpha=alpha, steps=steps, size=at)
-            for at in sizes
-        ]
-        if len(sizes) > 1:
-            judged[-1] = with_ladder(archive, judged[-1], sizes, alpha)
-        comparisons += judged
+        for data in data_of(archive, candidate) or [None]:
+            comparisons += _across_sizes(archive, candidate, data, against=against, metrics=metrics,
+                                         alpha=alpha, steps=steps, size=size, tuned=tuned,
+                                         select_seeds=select_seeds)  # fmt: skip
     return comparisons
 
 
-def with_ladder(archive: Archive, largest: Comparison, sizes: list[str], alpha: float) -> Comparison:
-    """The largest size's comparison with the fit across every size both sides ran (or why not)."""
+def _across_sizes(archive: Archive, candidate: str, data: str | None, *, size: str | None, tuned: str | None,
+                  select_seeds: int | None, **options) -> list[Comparison]:  # fmt: skip
+    """One comparison per size run on `data`, the largest with the fit across sizes when several."""
+    sizes = [size] if size is not None else sizes_of(archive, candidate, data) or [None]
+    judged, tested = [], {}
+    for at in sizes:
+        if tuned is None:
+            judged.append(compare(archive, candidate, size=at, data=data, **options))
+            continue
+        options_tuned = {k: v for k, v in options.items() if k != "steps"}
+        comparison, rows_c, rows_b = compare_tuned(archive, candidate, tuned, size=at, data=data,
+                                                   select_seeds=select_seeds, **options_tuned)  # fmt: skip
+        judged.append(comparison)
+        tested[at] = (rows_c, rows_b)
+    if len(sizes) > 1:
+        largest = judged[-1]
+        rows_at = tested.get if tuned else lambda at: _rows_at(archive, largest, at)
+        judged[-1] = with_ladder(largest, sizes, options["alpha"], rows_at)
+    return judged
+
+
+def _rows_at(archive: Archive, largest: Comparison, at: str) -> tuple[list[dict], list[dict]]:
+    rows_c, steps, _ = usable_rows(archive, largest.candidate, None, size=at, data=largest.data or "")
+    data, settings = (row_data(rows_c[0]), row_settings(rows_c[0])) if rows_c else (None, None)
+    rows_b, _, _ = usable_rows(archive, largest.baseline, steps, size=at, data=data, settings=settings)
+    return rows_c, rows_b
+
+
+def with_ladder(largest: Comparison, sizes: list[str], alpha: float, rows_at) -> Comparison:
+    """The largest size's comparison with the fit across every size both sides ran (or why not);
+    rows_at(size) gives the (candidate, baseline) rows compared at that size."""
     sides: tuple[dict, dict] = ({}, {})
     flops: tuple[dict, dict] = ({}, {})
     for at in sizes:
-        rows_c, steps, _ = usable_rows(archive, largest.candidate, None, size=at)
-        rows_b, _, _ = usable_rows(archive, largest.baseline, steps, size=at)
+        rows_c, rows_b = rows_at(at) or ([], [])
         for side, side_flops, rows in zip(sides, flops, (rows_b, rows_c), strict=True):
             if rows:
                 side[at] = [(row.get("pair"), row["val_bpb"]) for row in rows]

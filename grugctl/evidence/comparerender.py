@@ -71,7 +71,33 @@ def _left_out(counts: dict[str, int]) -> str:
 def heading(c: Comparison) -> str:
     steps = f" at {c.steps} steps" if c.steps is not None else ""
     size = f", size {c.size}" if c.size is not None else ""
-    return f"{c.candidate} vs {c.baseline}{steps}{size} (alpha {c.alpha:g})"
+    data = f", data {c.data}" if c.data else ""
+    settings = f", {c.settings}" if c.settings else ""
+    return f"{c.candidate} vs {c.baseline}{steps}{size}{data}{settings} (alpha {c.alpha:g})"
+
+
+def tuning_lines(c: Comparison) -> list[str]:
+    """Which value of the tuned field each side was compared at, and whether the choice was held out."""
+    t = c.tuned
+    if t is None:
+        return []
+    tried = lambda means: ", ".join(f"{value} {mean:.4f}" for value, mean in sorted(means.items()))
+    seeds = lambda chosen: ",".join(str(seed) for seed in chosen)
+    lines = [
+        f"tuned {t.field}: {c.candidate} at {t.candidate_value}, {c.baseline} at {t.baseline_value} "
+        f"(mean val_bpb on seeds {seeds(t.selection_seeds)}: {c.candidate} {tried(t.tried_candidate)}; "
+        f"{c.baseline} {tried(t.tried_baseline)})"
+    ]
+    if t.held_out:
+        lines.append(
+            f"  chosen on seeds {seeds(t.selection_seeds)}, tested on seeds {seeds(t.test_seeds)} only"
+        )
+    else:
+        lines.append(
+            "  NOT held out: the values were chosen on the same seeds they are tested on, so the p-value "
+            "is optimistic (run more seeds: half choose, half test)"
+        )
+    return lines
 
 
 def footnotes(c: Comparison) -> list[str]:
@@ -89,7 +115,7 @@ def footnotes(c: Comparison) -> list[str]:
                 f"{c.candidate} runs, {m.not_reached_baseline} of {m.n_baseline} {c.baseline} runs "
                 f"(counted as slowest, {m.test} rank test)"
             )
-    return lines + ladder_lines(c)
+    return tuning_lines(c) + lines + ladder_lines(c)
 
 
 def _times(value: float | None) -> str:

@@ -171,7 +171,7 @@ def render_md(report: DiffReport, stat: bool = False) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-_CSS = """
+CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 h1 { font-size: 1.3em; } h2 { font-size: 1.05em; margin-top: 2em; font-family: monospace; }
 table.diff { border-collapse: collapse; width: 100%; table-layout: fixed; font-family: monospace;
@@ -209,18 +209,13 @@ def _side_by_side(change: Change) -> list[str]:
     return rows
 
 
-def render_html(report: DiffReport) -> str:
+def html_fragment(report: DiffReport, level: int = 1) -> str:
+    """The report's body: its title at heading `level`, each changed definition one level below, so a
+    page that holds several sections (grugctl report) nests it; style it with CSS."""
     e = html.escape
+    title, sub = f"h{level}", f"h{level + 1}"
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8"/>',
-        f"<title>{e(_title(report))}</title>",
-        f"<style>{_CSS}</style>",
-        "</head>",
-        "<body>",
-        f"<h1>{e(_title(report))}</h1>",
+        f"<{title}>{e(_title(report))}</{title}>",
         f"<p>Experiment file: <code>{e(report.path)}</code>. {e(summary(report))}.</p>",
     ]
     parts += [f'<p class="warning">Warning: {e(w)}</p>' for w in report.warnings]
@@ -242,7 +237,7 @@ def render_html(report: DiffReport) -> str:
         ]
         parts.append("</table>")
     for change in rows:
-        parts.append(f"<h2>{e(change.name)} <small>[{e(_where(change))}]</small></h2>")
+        parts.append(f"<{sub}>{e(change.name)} <small>[{e(_where(change))}]</small></{sub}>")
         left = report.base
         if report.against == "core" and change.module:
             left = f"{report.base}/{change.module}.py"
@@ -251,7 +246,24 @@ def render_html(report: DiffReport) -> str:
         parts.append(f'<tr><th colspan="2">{e(left)}</th><th colspan="2">{e(report.experiment)}</th></tr>')
         parts += _side_by_side(change)
         parts.append("</table>")
-    parts += ["</body>", "</html>"]
+    return "\n".join(parts)
+
+
+def render_html(report: DiffReport) -> str:
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8"/>',
+        f"<title>{e(_title(report))}</title>",
+        f"<style>{CSS}</style>",
+        "</head>",
+        "<body>",
+        html_fragment(report),
+        "</body>",
+        "</html>",
+    ]
     return "\n".join(parts) + "\n"
 
 

@@ -54,8 +54,10 @@ def _without_docstrings(tree: ast.Module) -> ast.Module:
         if not isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
             continue
         first = body[0] if body else None
-        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(
-            first.value.value, str
+        if (
+            isinstance(first, ast.Expr)
+            and isinstance(first.value, ast.Constant)
+            and isinstance(first.value.value, str)
         ):
             node.body = body[1:] or [ast.Pass()]
     return tree
@@ -166,6 +168,9 @@ def build_record(
         "params": results.get("params"),
         "flops_per_token": results.get("flops_per_token"),
         "flops": results.get("flops"),
+        # What the run trained on and the settings given with --set or --sweep: compare never mixes either.
+        "data": results.get("data"),
+        "settings": results.get("overrides") or {},
         "host": results.get("host"),
         "shared_host": shared_host,
         "mesh": results.get("mesh"),
@@ -187,6 +192,19 @@ def build_record(
         "eval_curve": curve,
         "train_curve": train,
     }
+
+
+def data_key(data: dict | None) -> str | None:
+    """A row's data: None for byte-level Shakespeare (every record before --data named none), else the
+    dataset's name and content fingerprint, which covers its tokenizer."""
+    if not data or (data.get("name") == "shakespeare" and data.get("kind") == "bytes"):
+        return None
+    return f"{data['name']}:{data['fingerprint']}"
+
+
+def settings_text(settings: dict | None) -> str | None:
+    """`{"peak_lr": 0.01}` -> "peak_lr=0.01" (sorted, comma-separated); None for the file's defaults."""
+    return ",".join(f"{name}={value}" for name, value in sorted((settings or {}).items())) or None
 
 
 def _code(source: dict) -> str:
@@ -214,6 +232,10 @@ def summary_row(record: dict, path: str) -> dict:
         "flops": record.get("flops"),
         "host": host.get("id"),
     }
+    if data_key(record.get("data")):
+        row["data"] = data_key(record.get("data"))
+    if settings_text(record.get("settings")):
+        row["settings"] = settings_text(record.get("settings"))
     if record["pair"]:
         row["pair"] = record["pair"]
     if record["smoke"]:
@@ -331,7 +353,8 @@ def row_problem(root: Path, entry_id: str, row: dict) -> str | None:
     except (KeyError, TypeError, ValueError, AttributeError):
         return f"{path} has fields of the wrong type; restore it from git"
     # Rows written before a field existed lack it; every row has the ones compare reads.
-    claimed = [name for name in expected if name in row or name in ROW_KEYS_ALWAYS]
+    # A record's data and settings must show on its row: without them it would pass for the defaults.
+    claimed = [name for name in expected if name in row or name in (*ROW_KEYS_ALWAYS, "data", "settings")]
     differ = [name for name in claimed if name != "record" and row.get(name) != expected[name]]
     if differ:
         return f"{path} disagrees with its archive row on {', '.join(differ)}; restore the row or the record"

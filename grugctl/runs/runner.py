@@ -38,9 +38,12 @@ class Job:
     seed: int
     pair: str | None = None
     size: str | None = None  # a rung of the size ladder (None: the file's default)
+    setting: tuple[str, ...] = ()  # this job's point of a --sweep, as FIELD=VALUE
 
     def size_option(self) -> list[str]:
-        return [] if self.size is None else ["--size", self.size]
+        """The flags that differ from job to job besides --seed and --out: size and sweep point."""
+        options = [] if self.size is None else ["--size", self.size]
+        return options + [flag for item in self.setting for flag in ("--set", item)]
 
 
 @dataclass(frozen=True)
@@ -62,14 +65,20 @@ class RunPlan:
     against: str | None = None
     mesh: str | None = None
     sizes: tuple[str | None, ...] = (None,)
+    settings: tuple[str, ...] = ()  # --set FIELD=VALUE for every run
+    sweep: tuple[tuple[str, ...], ...] = ((),)  # the points of --sweep, each a tuple of FIELD=VALUE
+    data: str | None = None  # --data DIR, passed through
 
     @property
     def recorded(self) -> bool:
         return recorded_by_default(self.smoke, self.record)
 
     def child_options(self) -> list[str]:
-        """The experiment file's flags that every seed shares (--seed, --out and --size are per run)."""
-        return child_options(steps=self.steps, smoke=self.smoke, mesh=self.mesh)
+        """The experiment file's flags that every seed shares (--seed, --out, --size and the sweep point
+        are per run)."""
+        options = child_options(steps=self.steps, smoke=self.smoke, mesh=self.mesh)
+        options += ["--data", self.data] if self.data else []
+        return options + [flag for item in self.settings for flag in ("--set", item)]
 
 
 def runnable_entry(archive: Archive, entry_id: str):
@@ -97,16 +106,23 @@ def plan_jobs(
     paired: bool,
     against: str | None,
     sizes: tuple[str | None, ...] = (None,),
+    sweep: tuple[tuple[str, ...], ...] = ((),),
 ) -> list[Job]:
-    """Size-major (smallest first, as given), then seed-major. Paired: the baseline and every candidate
-    at each (size, seed), the order flipping from seed to seed so a machine that slows down over the
-    session does not favour one side."""
+    """Size-major (smallest first, as given), then sweep point, then seed. Paired: the baseline and
+    every candidate at each (size, point, seed), the order flipping from seed to seed so a machine that
+    slows down over the session does not favour one side."""
     if against is not None and not paired:
         raise GrugError("--against names the baseline of a paired run; add --paired")
     if not paired:
         for entry_id in entry_ids:
             runnable_entry(archive, entry_id)
-        return [Job(e, seed, None, size) for size in sizes for e in entry_ids for seed in seeds]
+        return [
+            Job(e, seed, None, size, point)
+            for size in sizes
+            for point in sweep
+            for e in entry_ids
+            for seed in seeds
+        ]
     baseline = against or archive.starter
     # Naming the baseline too (`run relu-squared grugformer-starter --paired`) means the same run.
     entry_ids = list(dict.fromkeys(entry_id for entry_id in entry_ids if entry_id != baseline))
@@ -116,12 +132,12 @@ def plan_jobs(
         runnable_entry(archive, entry_id)
     session = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     jobs = []
-    for size in sizes:
-        tag = "" if size is None else f"-{size}"
+    for size, point in ((size, point) for size in sizes for point in sweep):
+        tag = "".join(f"-{part}" for part in ([size] if size else []) + list(point))
         for number, seed in enumerate(seeds):
             order = [baseline, *entry_ids]
             for entry_id in order if number % 2 == 0 else order[::-1]:
-                jobs.append(Job(entry_id, seed, f"{session}{tag}-seed{seed}", size))
+                jobs.append(Job(entry_id, seed, f"{session}{tag}-seed{seed}", size, point))
     return jobs
 
 
@@ -136,28 +152,72 @@ def parse_sizes(text: str | None) -> tuple[str | None, ...]:
     return sizes
 
 
-def describe_sizes(archive: Archive, entry_id: str, sizes: tuple[str | None, ...]) -> dict[str, dict]:
+def parse_settings(values: list[str] | None, flag: str = "--set") -> tuple[str, ...]:
+    """`--set peak_lr=1e-2` -> ("peak_lr=1e-2",). The field is checked by the experiment file, which owns
+    its config; here only the shape FIELD=VALUE."""
+    settings = []
+    for value in values or []:
+        name, sep, text = value.partition("=")
+        if not sep or not name.strip() or not text.strip():
+            raise GrugError(f"{flag} {value!r} is not FIELD=VALUE; give e.g. {flag} peak_lr=1e-2")
+        settings.append(f"{name.strip()}={text.strip()}")
+    return tuple(settings)
+
+
+def parse_sweep(values: list[str] | None) -> tuple[tuple[str, ...], ...]:
+    """`--sweep peak_lr=1e-3,3e-3` (repeatable: the grid of every field's values) -> the points, each a
+    tuple of FIELD=VALUE. Values must be numbers: a sweep tunes a scalar, and a typo should not train."""
+    grid: list[list[str]] = []
+    for value in values or []:
+        name, sep, text = value.partition("=")
+        name = name.strip()
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not sep or not name or not items:
+            raise GrugError(
+                f"--sweep {value!r} is not FIELD=V1,V2,...; give e.g. --sweep peak_lr=1e-3,3e-3,1e-2"
+            )
+        for item in items:
+            try:
+                float(item)
+            except ValueError:
+                raise GrugError(
+                    f"--sweep {name}: {item!r} is not a number; give numbers, e.g. --sweep {name}=1e-3,3e-3"
+                ) from None
+        grid.append([f"{name}={item}" for item in dict.fromkeys(items)])
+    points: list[tuple[str, ...]] = [()]
+    for values_of_field in grid:
+        points = [(*point, item) for point in points for item in values_of_field]
+    return tuple(points)
+
+
+def describe_sizes(
+    archive: Archive, entry_id: str, sizes: tuple[str | None, ...], options: list[str] = ()
+) -> dict[str, dict]:
     """size -> parameters, tokens and FLOPs, as the experiment file computes them (`--describe`, which
-    starts JAX but trains nothing). An unknown size is its one-sentence error, exit 2."""
-    named = [size for size in sizes if size is not None]
+    starts JAX but trains nothing), with the run's other flags (--data, --set) so that they are checked
+    too. An unknown size, field or value is its one-sentence error, exit 2."""
+    named = [size for size in sizes if size is not None] or ([None] if options else [])
     if not named:
         return {}
     file = experiment_file(archive.root, runnable_entry(archive, entry_id).path)
     described = {}
     for size in named:
+        flags = ([] if size is None else ["--size", size]) + list(options)
         done = subprocess.run(
-            [sys.executable, str(file), "--size", size, "--describe"], cwd=archive.root, capture_output=True,
+            [sys.executable, str(file), *flags, "--describe"], cwd=archive.root, capture_output=True,
             text=True, env={**os.environ, "GRUG_EXPERIMENT_ID": entry_id},
         )  # fmt: skip
         lines = done.stderr.strip().splitlines()
         if done.returncode != 0:
             reason = lines[-1].removeprefix("error: ") if lines else f"exit code {done.returncode}"
-            raise GrugError(f"{entry_id} --size {size}: {reason}")
+            raise GrugError(f"{entry_id}{'' if size is None else f' --size {size}'}: {reason}")
         try:
             described[size] = json.loads(done.stdout)
         except ValueError:
-            raise GrugError(f"{entry_id} --size {size} --describe printed no JSON; is the file a copy of "
-                            "the starter with its size ladder?") from None
+            raise GrugError(
+                f"{entry_id} --size {size} --describe printed no JSON; is the file a copy of "
+                "the starter with its size ladder?"
+            ) from None
     return described
 
 
@@ -232,8 +292,14 @@ def checked_jobs(archive: Archive, entry_ids: list[str], plan: RunPlan) -> tuple
     """The jobs in run order, and each size's parameters and FLOPs: an unknown size or experiment is
     refused here, before anything trains or ships."""
     jobs = plan_jobs(archive, entry_ids, list(plan.seeds), paired=plan.paired, against=plan.against,
-                     sizes=plan.sizes)  # fmt: skip
-    return jobs, describe_sizes(archive, jobs[0].entry_id, plan.sizes) if jobs else {}
+                     sizes=plan.sizes, sweep=plan.sweep)  # fmt: skip
+    if not jobs:
+        return jobs, {}
+    # The first job's flags, checked by the file itself: an unknown size, field or value stops here.
+    # Only the flags that change the model or its data: --steps, --mesh and --smoke need no JAX start.
+    checked = ["--data", plan.data] if plan.data else []
+    checked += [flag for item in (*plan.settings, *jobs[0].setting) for flag in ("--set", item)]
+    return jobs, describe_sizes(archive, jobs[0].entry_id, plan.sizes, checked)
 
 
 def run_job(archive: Archive, job: Job, *, options: list[str], record: bool) -> Finished:
@@ -277,6 +343,8 @@ def planned_runs(archive: Archive, entry_ids: list[str], plan: RunPlan) -> list[
         rel = file.relative_to(archive.root).as_posix()
         command = ["python", rel, "--seed", str(job.seed), *options, *job.size_option()]
         row = {"id": job.entry_id, "seed": job.seed, "pair": job.pair, "record": plan.recorded}
+        if job.setting:
+            row["setting"] = list(job.setting)
         row["command"] = command
         if job.size is not None:
             row |= {"size": job.size, **{k: described[job.size][k] for k in ("params", "tokens", "flops")}}
@@ -284,7 +352,9 @@ def planned_runs(archive: Archive, entry_ids: list[str], plan: RunPlan) -> list[
     return rows
 
 
-def run_experiments(archive: Archive, entry_ids: list[str], plan: RunPlan, on_finished=None) -> list[Finished]:
+def run_experiments(
+    archive: Archive, entry_ids: list[str], plan: RunPlan, on_finished=None
+) -> list[Finished]:
     """Run every job in order, recording each as soon as it succeeds; a failure stops the rest (what
     finished stays recorded). Smoke runs are recorded only when asked (`record=True`)."""
     record = plan.recorded

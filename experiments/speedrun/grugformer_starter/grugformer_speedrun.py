@@ -1,16 +1,19 @@
 """grugformer starter speedrun: the living entrypoint every experiment is copied from.
 
-Trains the grug_core transformer on byte-level Shakespeare and reports the time to reach the target
-validation loss. The top-level copies of `attention`, `rms_norm`, `mlp`, `block`, `forward`,
+Trains the grug_core transformer (on byte-level Shakespeare by default) and reports the time to reach
+the target validation loss. The top-level copies of `attention`, `rms_norm`, `mlp`, `block`, `forward`,
 `next_token_loss` and `optimizer` are the edit surfaces: they start identical to grug_core, and the
 train loop below calls these copies, so an edit stays local and `grugctl diff` shows it.
 
 Run:  grugctl run grugformer-starter        (records results in archive.yaml)
       python experiments/speedrun/grugformer_starter/grugformer_speedrun.py [--size NAME] [--steps N]
-          [--seed S] [--out results.json] [--smoke] [--data DIR] [--mesh data=D,model=M] [--distributed]
-          [--describe]
+          [--seed S] [--out results.json] [--smoke] [--data DIR] [--set FIELD=VALUE ...]
+          [--mesh data=D,model=M] [--distributed] [--describe]
 Sizes: the ladder in grug_core/sizes.py (xs, s, m, ...; `s`, the default, is the model every earlier
        record used); --describe prints a size's parameters and FLOPs without training.
+Data:  Shakespeare bytes by default; --data DIR takes token shards (python -m grug_core.data tokenize,
+       the vocabulary then comes from the tokenizer) or a folder of .txt files. Bits per byte are exact
+       either way: eval nats / ln 2 / the UTF-8 bytes the scored tokens stand for.
 Diff: grugctl diff grugformer-starter
 """
 
@@ -44,7 +47,7 @@ from grug_core.attention import (
     blockwise_attention,
     reference_attention,
 )
-from grug_core.data import CorpusMissing, batches, eval_batches
+from grug_core.data import CorpusMissing, Dataset, bytes_covered, eval_windows, open_dataset, train_batches
 from grug_core.loss import blockwise_cross_entropy, split_into_blocks
 from grug_core.model import BlockParams, GrugConfig, GrugParams, init_parameters, parameter_specs
 from grug_core.sharding import (
@@ -59,6 +62,7 @@ from grug_core.sizes import (
     DEFAULT_SIZE,
     SIZES,
     flops_per_token,
+    padded_vocab,
     parameter_counts,
     peak_lr_for,
     rung_model,
@@ -134,6 +138,51 @@ def describe(cfg: SpeedrunConfig) -> dict:
         "tokens": tokens,
         "flops": per_token * tokens,
     }
+
+
+def with_overrides(cfg: SpeedrunConfig, settings: list[str]) -> tuple[SpeedrunConfig, dict]:
+    """`--set FIELD=VALUE` (repeatable): any scalar field of the config, `model.FIELD` for the model's;
+    VALUE parsed as the field's type. Returns the config and the settings as typed values, which the
+    record keeps so a sweep's runs are told apart. A bad FIELD or VALUE is a ValueError naming the fix."""
+    overrides = {}
+    for setting in settings:
+        name, sep, text = setting.partition("=")
+        owner, field = (cfg.model, name[6:]) if name.startswith("model.") else (cfg, name)
+        scalars = [
+            f.name for f in dataclasses.fields(owner) if isinstance(getattr(owner, f.name), (int, float, str))
+        ]
+        if not sep or field not in scalars or field in ("seed", "size"):
+            choices = ", ".join(n for n in scalars if n not in ("seed", "size"))
+            raise ValueError(
+                f"--set {setting!r}: use FIELD=VALUE with FIELD one of {choices} (or model.FIELD)"
+            )
+        current = getattr(owner, field)
+        try:
+            if isinstance(current, bool):
+                value = {"true": True, "false": False}[text.lower()]
+            elif isinstance(current, (int, float)):
+                value = float(text)
+                value = int(value) if isinstance(current, int) and value.is_integer() else value
+                if isinstance(current, int) and not isinstance(value, int):
+                    raise ValueError
+            else:
+                value = text
+        except (KeyError, ValueError):
+            kind = type(current).__name__
+            raise ValueError(f"--set {setting!r}: {name} takes a {kind} like {current!r}") from None
+        overrides[name] = value
+        if owner is cfg:
+            cfg = dataclasses.replace(cfg, **{field: value})
+        else:
+            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **{field: value}))
+    return cfg, overrides
+
+
+def with_data(cfg: SpeedrunConfig, data: Dataset) -> SpeedrunConfig:
+    """The model's vocabulary comes from the data (padded, grug_core/sizes.py): 256 for bytes."""
+    return dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, vocab_size=padded_vocab(data.vocab_size))
+    )
 
 
 # Small, but every dimension the mesh splits (batch, model dim, kv heads, F, V) divides 8, so a smoke
@@ -330,14 +379,17 @@ def measured_matmul_peak() -> float:
     return 5 * 2 * 1024**3 / (time.perf_counter() - start)
 
 
-def train(cfg: SpeedrunConfig, data_dir: Path | None, progress, mesh: jax.sharding.Mesh) -> dict:
+def train(cfg: SpeedrunConfig, data: Dataset, progress, mesh: jax.sharding.Mesh) -> dict:
     """Train on `mesh`: the batch split over "data", parameters (and so the AdamW moments) placed by
     grug_core's parameter_specs. One device is the 1x1 mesh; the losses match to fp32 rounding."""
     tx = optimizer(cfg.peak_lr, cfg.steps, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay)
     params = shard(init_parameters(cfg.model, jax.random.key(cfg.seed)), parameter_specs(cfg.model), mesh)
     opt_state = tx.init(params)  # zeros_like keeps each parameter's sharding
-    train_data = batches("train", cfg.batch_size, cfg.seq_len, cfg.seed, data_dir=data_dir)
-    eval_set = eval_batches("val", cfg.batch_size, cfg.seq_len, cfg.eval_batches, data_dir)
+    train_data = train_batches(data, cfg.batch_size, cfg.seq_len, cfg.seed)
+    eval_set = eval_windows(data, cfg.batch_size, cfg.seq_len, cfg.eval_batches)
+    # Exact bits per byte: eval nats / ln 2 / the bytes the scored tokens stand for (1 per token for text).
+    eval_tokens, eval_bytes = sum(w[:, 1:].size for w in eval_set), bytes_covered(data, eval_set)
+    tokens_per_byte = eval_tokens / eval_bytes
     eval_set = [put_batch(tokens, mesh) for tokens in eval_set]
 
     compile_start = time.perf_counter()
@@ -351,26 +403,44 @@ def train(cfg: SpeedrunConfig, data_dir: Path | None, progress, mesh: jax.shardi
     tokens_per_step = cfg.batch_size * cfg.seq_len
     train_every = max(1, math.ceil(cfg.steps / cfg.train_curve_points))
     curve, train_curve, train_seconds, reached, tokens = [], [], 0.0, None, first
-    for step in range(1, cfg.steps + 1):
-        start = time.perf_counter()
-        params, opt_state, loss = step_fn(params, opt_state, tokens)
-        loss = float(loss)  # waits for the step, so the timing below is honest
-        train_seconds += time.perf_counter() - start
-        tokens = put_batch(next(train_data), mesh)
+
+    def read(step: int, loss: jax.Array) -> float:
+        loss = float(loss)
         if step % train_every == 0 or step == cfg.steps:
             train_curve.append([step, round(loss, 4)])
-        last_bpb = curve[-1]["val_bpb"] if curve else None
-        val, newly_reached = None, None
-        if eval_due(step, last_bpb, reached is not None, cfg):
-            val = evaluate(eval_fn, params, eval_set)
-            point = {"step": step, "tokens": step * tokens_per_step, "train_seconds": train_seconds}
-            curve.append(point | {"train_loss": loss, "val_loss": val, "val_bpb": val / math.log(2)})
-            if reached is None and curve[-1]["val_bpb"] <= cfg.target_val_bpb:
-                before = curve[-2] if len(curve) > 1 else curve[-1]
-                reached = newly_reached = crossing(before, curve[-1], cfg.target_val_bpb)
-        progress(step, loss, val, train_seconds, newly_reached)
         if not math.isfinite(loss):
             raise FloatingPointError(f"training diverged at step {step}: loss is {loss}")
+        return loss
+
+    # Step k+1 is dispatched before step k's loss is read, and the next batch is put on the devices
+    # while a step runs, so the host never leaves the devices idle between steps. The clock stops only
+    # where the host waits for the devices anyway: before an evaluation and at the end.
+    clock, pending = time.perf_counter(), None
+    for step in range(1, cfg.steps + 1):
+        params, opt_state, loss = step_fn(params, opt_state, tokens)
+        tokens = put_batch(next(train_data), mesh)
+        if pending is not None:
+            done_step, done_loss = pending
+            progress(
+                done_step, read(done_step, done_loss), None, train_seconds + time.perf_counter() - clock, None
+            )
+        pending = (step, loss)
+        last_bpb = curve[-1]["val_bpb"] if curve else None
+        if not eval_due(step, last_bpb, reached is not None, cfg):
+            continue
+        loss, pending = read(step, loss), None  # waits for this step
+        train_seconds += time.perf_counter() - clock
+        val = evaluate(eval_fn, params, eval_set)
+        point = {"step": step, "tokens": step * tokens_per_step, "train_seconds": train_seconds}
+        curve.append(
+            point | {"train_loss": loss, "val_loss": val, "val_bpb": val * tokens_per_byte / math.log(2)}
+        )
+        newly_reached = None
+        if reached is None and curve[-1]["val_bpb"] <= cfg.target_val_bpb:
+            before = curve[-2] if len(curve) > 1 else curve[-1]
+            reached = newly_reached = crossing(before, curve[-1], cfg.target_val_bpb)
+        progress(step, loss, val * tokens_per_byte, train_seconds, newly_reached)
+        clock = time.perf_counter()
 
     total_tokens = cfg.steps * tokens_per_step
     val_loss = curve[-1]["val_loss"]
@@ -386,13 +456,14 @@ def train(cfg: SpeedrunConfig, data_dir: Path | None, progress, mesh: jax.shardi
         / measured_matmul_peak(),
         "final_train_loss": curve[-1]["train_loss"],
         "val_loss": val_loss,
-        "val_bpb": val_loss / math.log(2),
+        "val_bpb": curve[-1]["val_bpb"],
         "target_val_bpb": cfg.target_val_bpb,
         "steps_to_target": reached and reached["steps"],
         "tokens_to_target": reached and reached["tokens"],
         "time_to_target_s": reached and reached["seconds"],
         "curve": curve,
         "train_curve": train_curve,
+        "data": data.record() | {"eval_tokens": eval_tokens, "eval_bytes": eval_bytes},
     }
 
 
@@ -497,7 +568,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="results JSON (default: runs/<id>/<time>-seed<S>.json)")
     parser.add_argument("--smoke", action="store_true", help="tiny config, 2 steps: checks the file runs")
-    parser.add_argument("--data", type=Path, help="a folder of .txt files instead of Shakespeare")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="a folder of token shards (python -m grug_core.data tokenize) or of .txt files",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="set a scalar config field, e.g. --set peak_lr=1e-2 (repeatable; model.FIELD for the model)",
+    )
     parser.add_argument(
         "--mesh",
         default="",
@@ -520,13 +602,17 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = dataclasses.replace(SMOKE if args.smoke else size_config(args.size), seed=args.seed)
-    except ValueError as error:
+        if args.steps is not None:
+            # A shortened run still evaluates about ten times, so its curve has a shape to plot.
+            eval_every = min(cfg.eval_every, max(1, args.steps // 10))
+            cfg = dataclasses.replace(cfg, steps=args.steps, eval_every=eval_every)
+        cfg, overrides = with_overrides(cfg, args.set)
+        # --describe without --data needs no corpus on disk: text is always vocab 256.
+        data = None if args.describe and args.data is None else open_dataset(args.data)
+        cfg = cfg if data is None else with_data(cfg, data)
+    except (ValueError, CorpusMissing) as error:  # ShardError is a ValueError
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.steps is not None:
-        # A shortened run still evaluates about ten times, so its curve has a shape to plot.
-        eval_every = min(cfg.eval_every, max(1, args.steps // 10))
-        cfg = dataclasses.replace(cfg, steps=args.steps, eval_every=eval_every)
     experiment_id = os.environ.get("GRUG_EXPERIMENT_ID") or Path(__file__).parent.name.replace("_", "-")
     if args.describe:
         print(json.dumps(describe(cfg)))
@@ -539,11 +625,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     host = host_fingerprint()  # before training: the load average says how busy the machine was
-    try:
-        summary = train(cfg, args.data, make_progress(cfg), mesh)
-    except CorpusMissing as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    summary = train(cfg, data, make_progress(cfg), mesh)
     commit, dirty = git_state()
     results = {
         "experiment": experiment_id,
@@ -552,6 +634,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": cfg.seed,
         "smoke": args.smoke,
         "config": dataclasses.asdict(cfg),
+        "overrides": overrides,
         **summary,
         **describe(cfg),
         "jax_version": jax.__version__,

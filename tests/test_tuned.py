@@ -1,0 +1,196 @@
+"""Sweeps and tuned comparisons: `run --sweep` plans every value, `compare` never mixes settings or data,
+and `compare --tuned FIELD` compares each side at its own best value, chosen on other seeds than it tests."""
+
+import json
+import math
+
+import pytest
+from scipy import stats as scipy_stats
+from test_compare import add_rows
+from test_diff import _invoke, make_repo, new_experiment
+
+from grugctl.errors import GrugError
+from grugctl.runs import runner
+
+STARTER = "grugformer-starter"
+IDEA = "relu-squared"
+
+
+def test_a_sweep_is_the_grid_of_its_values_and_refuses_what_is_not_a_number():
+    assert runner.parse_sweep(["peak_lr=1e-3,3e-3"]) == (("peak_lr=1e-3",), ("peak_lr=3e-3",))
+    grid = runner.parse_sweep(["peak_lr=1e-3,3e-3", "warmup_steps=10,20"])
+    assert len(grid) == 4 and ("peak_lr=3e-3", "warmup_steps=20") in grid
+    assert runner.parse_sweep(None) == ((),)
+    with pytest.raises(GrugError, match="'fast' is not a number"):
+        runner.parse_sweep(["peak_lr=1e-3,fast"])
+    with pytest.raises(GrugError, match="is not FIELD=V1,V2"):
+        runner.parse_sweep(["peak_lr"])
+    with pytest.raises(GrugError, match="is not FIELD=VALUE"):
+        runner.parse_settings(["peak_lr="])
+
+
+def test_run_dry_run_lists_every_size_value_and_seed_of_a_paired_sweep(tmp_path):
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    result = _invoke(root, ["run", IDEA, "--paired", "--seeds", "2", "--sweep", "peak_lr=1e-3,3e-3",
+                            "--sizes", "xs,s", "--dry-run", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    planned = json.loads(result.stdout)
+    assert len(planned) == 2 * 2 * 2 * 2  # sizes x values x seeds x sides
+    first = planned[0]
+    assert first["setting"] == ["peak_lr=1e-3"] and first["size"] == "xs"
+    assert first["command"][-4:] == ["--size", "xs", "--set", "peak_lr=1e-3"]
+    # The two sides of a pair ran at the same point; the points never share a pair id.
+    pairs = {}
+    for run in planned:
+        pairs.setdefault(run["pair"], set()).add((run["size"], tuple(run["setting"]), run["seed"]))
+    assert len(pairs) == 8 and all(len(points) == 1 for points in pairs.values())
+
+
+def test_a_bad_field_or_value_is_refused_by_the_file_before_anything_trains(tmp_path):
+    root = make_repo(tmp_path)
+    for args, words in (
+        (["--sweep", "peak_rate=1e-3,3e-3"], "peak_rate"),
+        (["--set", "num_layers=two"], "num_layers"),
+        (["--sweep", "peak_lr=1e-3,x"], "'x' is not a number"),
+    ):
+        result = _invoke(root, ["run", STARTER, "--dry-run", *args])
+        assert result.exit_code == 2, result.output
+        assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (root / "runs").exists()
+
+
+def sweep_rows(root, entry_id, means: dict[str, float], seeds: int = 4, noise=None, **extra):
+    """Rows of a paired sweep over peak_lr: value -> mean val_bpb; seed i adds noise[i]."""
+    noise = noise or [0.004, -0.003, 0.002, -0.001, 0.0, 0.003][:seeds]
+    for value, mean in means.items():
+        add_rows(root, entry_id, [mean + n for n in noise], pair=f"sweep-{value}", config=f"cfg-{value}",
+                 settings=f"peak_lr={value}", **extra)  # fmt: skip
+
+
+def test_compare_never_mixes_settings_or_data_and_says_what_it_left_out(tmp_path):
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    add_rows(root, STARTER, [2.85, 2.86, 2.84], pair="p")
+    add_rows(root, IDEA, [2.80, 2.81, 2.79], pair="p")
+    sweep_rows(root, STARTER, {"1e-3": 2.70})  # far better, but another setting
+    add_rows(root, IDEA, [3.5, 3.6, 3.4], pair="p", data="fineweb:abc123")  # other data
+    result = _invoke(root, ["compare", IDEA, "--json", "--metric", "val_bpb"])
+    assert result.exit_code == 0, result.output
+    c, on_fineweb = json.loads(result.stdout)  # one comparison per dataset
+    (m,) = c["metrics"]
+    assert m["n_candidate"] == m["n_baseline"] == 3 and m["mean_baseline"] == pytest.approx(2.85)
+    assert c["excluded_candidate"]["other data"] == 3
+    assert c["excluded_baseline"]["other settings (compare --tuned FIELD weighs a sweep)"] == 4
+    assert c["data"] is None and c["settings"] is None
+    # The starter never ran on that data: its table has the candidate's runs and none to compare with.
+    assert on_fineweb["data"] == "fineweb:abc123" and on_fineweb["rows_candidate"] == 3
+    assert on_fineweb["rows_baseline"] == 0 and on_fineweb["metrics"][0]["verdict"] == "inconclusive"
+
+
+def test_tuned_compares_each_side_at_its_own_best_value_on_held_out_seeds(tmp_path):
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    # The baseline is best at 3e-3, the candidate at 1e-2: at one shared value the verdict would differ.
+    sweep_rows(root, STARTER, {"1e-3": 2.90, "3e-3": 2.85, "1e-2": 2.88})
+    sweep_rows(root, IDEA, {"1e-3": 2.95, "3e-3": 2.86, "1e-2": 2.80}, noise=[0.003, -0.002, 0.004, 0.001])
+    result = _invoke(root, ["compare", IDEA, "--tuned", "peak_lr", "--json", "--metric", "val_bpb"])
+    assert result.exit_code == 0, result.output
+    (c,) = json.loads(result.stdout)
+    tuned = c["tuned"]
+    assert (tuned["candidate_value"], tuned["baseline_value"]) == ("1e-2", "3e-3")
+    assert tuned["selection_seeds"] == [0, 1] and tuned["test_seeds"] == [2, 3] and tuned["held_out"]
+    assert tuned["tried_baseline"]["1e-3"] == pytest.approx(2.90 + (0.004 - 0.003) / 2)
+    (m,) = c["metrics"]
+    # Tested on seeds 2 and 3 only, paired by seed.
+    cand, base = [2.80 + 0.004, 2.80 + 0.001], [2.85 + 0.002, 2.85 - 0.001]
+    assert m["test"] == "paired" and m["n_candidate"] == 2
+    assert m["p_value"] == pytest.approx(scipy_stats.ttest_rel(cand, base).pvalue)
+    text = _invoke(root, ["compare", IDEA, "--tuned", "peak_lr", "--metric", "val_bpb"]).stdout
+    assert "tuned peak_lr: relu-squared at 1e-2, grugformer-starter at 3e-3" in text
+    assert "chosen on seeds 0,1, tested on seeds 2,3 only" in text
+
+
+def test_tuned_without_seeds_to_hold_out_says_the_p_value_is_optimistic(tmp_path):
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    sweep_rows(root, STARTER, {"1e-3": 2.90, "3e-3": 2.85}, seeds=2)
+    sweep_rows(root, IDEA, {"1e-3": 2.95, "3e-3": 2.80}, seeds=2)
+    result = _invoke(
+        root, ["compare", IDEA, "--tuned", "peak_lr", "--select-seeds", "0", "--metric", "val_bpb"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "NOT held out" in result.stdout and "optimistic" in result.stdout
+
+
+def test_tuned_without_a_sweep_is_one_sentence(tmp_path):
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    add_rows(root, STARTER, [2.85, 2.86], pair="p")
+    add_rows(root, IDEA, [2.80, 2.81], pair="p")
+    result = _invoke(root, ["compare", IDEA, "--tuned", "peak_lr"])
+    assert result.exit_code == 2
+    assert "run a sweep first" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_files_own_settings_count_as_one_value_of_the_sweep(tmp_path):
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    sweep_rows(root, STARTER, {"1e-3": 2.90})
+    # The file's own runs (config cfg-3e-3, no settings) are the value 3e-3 of the sweep.
+    add_rows(
+        root,
+        STARTER,
+        [2.85 + n for n in (0.004, -0.003, 0.002, -0.001)],
+        pair="sweep-3e-3",
+        config="cfg-3e-3",
+    )
+    sweep_rows(root, IDEA, {"1e-3": 2.80, "3e-3": 2.95})
+    result = _invoke(root, ["compare", IDEA, "--tuned", "peak_lr", "--json", "--metric", "val_bpb"])
+    assert result.exit_code == 0, result.output
+    (c,) = json.loads(result.stdout)
+    assert c["tuned"]["baseline_value"] == "default"
+    assert math.isclose(c["tuned"]["tried_baseline"]["default"], 2.85 + 0.0005)
+
+
+@pytest.mark.slow
+def test_a_sweep_on_token_shards_records_its_data_and_settings(tmp_path):
+    """End to end: tokenize a folder with a BPE tokenizer, then `grugctl run --data --sweep` trains on
+    the shards with the tokenizer's vocabulary and records, per run, the data and the setting."""
+    import subprocess
+    import sys
+
+    from test_shards import TEXTS, tokenize
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    root = make_repo(tmp_path / "repo")
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for name, text in TEXTS.items():
+        (texts / name).write_text(text, encoding="utf-8")
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    tokenizer.train_from_iterator(TEXTS.values(), trainer)
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    done = tokenize("--tokenizer", str(tmp_path / "tokenizer.json"), "--input", str(texts), "--out",
+                    str(tmp_path / "shards"), "--val-fraction", "0.2", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    grugctl = [sys.executable, "-m", "grugctl.cli"]
+    result = subprocess.run(
+        [*grugctl, "run", STARTER, "--smoke", "--record", "--data", str(tmp_path / "shards"),
+         "--sweep", "peak_lr=1e-3,3e-3", "--json"], cwd=root, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(result.stdout)
+    assert [row["settings"] for row in rows] == ["peak_lr=0.001", "peak_lr=0.003"]
+    assert {row["data"] for row in rows} == {rows[0]["data"]} and rows[0]["data"].startswith("shards:")
+    record = json.loads((root / rows[0]["record"]).read_text())
+    assert record["settings"] == {"peak_lr": 0.001} and record["config"]["peak_lr"] == 0.001
+    assert record["data"]["kind"] == "shards" and record["data"]["vocab_size"] == tokenizer.get_vocab_size()
+    assert record["config"]["model"]["vocab_size"] == 384  # 300 padded to a multiple of 128
+    assert record["data"]["eval_bytes"] < record["data"]["eval_tokens"] * 4
+    check = subprocess.run([*grugctl, "check", "--fast"], cwd=root, capture_output=True, text=True)
+    assert "disagrees" not in check.stdout + check.stderr
