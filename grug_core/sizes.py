@@ -10,9 +10,10 @@ Each rung is about 2-4x the training FLOPs of the one below. The rules, stated o
   comparing ideas at equal compute, and 2.34 keeps the default rung (`s`, the model every earlier
   record used) at its 450 steps.
 - **Learning rate falls with width**: peak_lr = 3e-3 * 128 / M (so `s` keeps 3e-3), the muP-style
-  1/width rule for AdamW; `--sweep peak_lr=...` tunes it per size.
+  1/width rule for AdamW; `--sweep lr_scale=0.5,1,2` tunes a multiplier of it at every size.
 - Warmup and the evaluation interval are a ninth of the steps (50 at `s`).
-- xs, s and m train on a 2-core CPU in minutes; the rest are defined for accelerators.
+- 3xs and 2xs train on a 2-core CPU in under a minute, xs, s and m in minutes; the rest are defined for
+  accelerators.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class Rung:
 
 # F = 3M (SwiGLU's three matrices then hold ~9M^2, the usual 8/3-wide budget rounded up).
 SIZES: dict[str, Rung] = {
+    # Below xs: sub-minute rungs on a 2-core CPU, for a first look at a ladder (84 and 134 steps).
+    "3xs": Rung(64, 3, 2, 1, 32, 128, 32),
+    "2xs": Rung(80, 3, 3, 1, 32, 128, 32),
     "xs": Rung(96, 4, 3, 1, 32, 128, 32),
     "s": Rung(128, 4, 4, 2, 32, 128, 32),
     "m": Rung(160, 4, 5, 1, 32, 128, 32),

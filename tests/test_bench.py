@@ -50,6 +50,11 @@ def run_quick(name: str) -> str:
             [rf"archive status +median +{NUMBER} s", rf"read: .*\({NUMBER}x\)", rf"write: .*\({NUMBER}x\)"],
             marks=SLOW,
         ),
+        pytest.param(
+            "checkpoint.py",
+            [rf"overhead at a save every 100 steps: {NUMBER}% of training time", rf"resume .*: {NUMBER} s"],
+            marks=SLOW,
+        ),
         ("check.py", [rf"check --fast, cold caches +median +{NUMBER} s", r"check --fast, warm +median"]),
         (
             "report.py",

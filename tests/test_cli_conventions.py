@@ -32,9 +32,12 @@ def every_command() -> list[list[str]]:
 COMMANDS = every_command()
 WRITERS = [
     ["new"], ["run"], ["promote"], ["sync"], ["delete"], ["restore"], ["recover"], ["plot"], ["check"],
-    ["archive", "set"], ["archive", "resolve"], ["archive", "import-md"], ["report"],
+    ["archive", "set"], ["archive", "resolve"], ["archive", "import-md"], ["report"], ["export"],
 ]  # fmt: skip
-READERS = [["archive", "status"], ["archive", "show"], ["diff"], ["run"], ["compare"], ["check"], ["report"]]
+READERS = [
+    ["archive", "status"], ["archive", "show"], ["diff"], ["run"], ["compare"], ["check"], ["report"],
+    ["export"],
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +48,7 @@ def repo(tmp_path_factory):
 
 
 def test_every_command_is_listed_and_takes_dash_h_with_an_example(repo):
-    assert len(COMMANDS) == 17 and ["archive", "status"] in COMMANDS and ["sync"] in COMMANDS
+    assert len(COMMANDS) == 18 and ["archive", "status"] in COMMANDS and ["sync"] in COMMANDS
     for words in [[], *COMMANDS]:
         short, long = _invoke(repo, [*words, "-h"]), _invoke(repo, [*words, "--help"])
         assert short.exit_code == 0 and short.stdout == long.stdout, words

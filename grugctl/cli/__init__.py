@@ -7,7 +7,7 @@ app when imported, so the imports below are in the order `grugctl --help` lists 
 # isort: off
 from grugctl.cli.common import app
 from grugctl.cli import archive_commands, experiment_commands, lifecycle_commands  # noqa: F401
-from grugctl.cli import run_commands, check_command  # noqa: F401
+from grugctl.cli import run_commands, export_command, check_command  # noqa: F401
 from grugctl.cli import report_command  # noqa: F401
 
 # isort: on

@@ -96,6 +96,15 @@ def run_command(
     data: str | None = typer.Option(
         None, "--data", help="Token shards (python -m grug_core.data tokenize) or .txt files to train on."
     ),
+    checkpoint_every: int = typer.Option(
+        0, "--checkpoint-every", min=0, metavar="N", help="Save a checkpoint every N steps (orbax; 0: never)."
+    ),
+    checkpoint_dir: str | None = typer.Option(
+        None, "--checkpoint-dir", help="Where checkpoints go (default: checkpoints/, ignored by git)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue each run from its latest checkpoint (needs --checkpoint-every)."
+    ),
     ray: bool = typer.Option(False, "--ray", help="Run every (experiment, seed) as a task on Ray."),
     ray_address: str | None = typer.Option(
         None, "--ray-address", help="An existing Ray cluster (implies --ray; default: a new local one)."
@@ -128,6 +137,8 @@ def run_command(
 
     Example: grugctl run relu-squared --data shards/ --seeds 3 --paired
 
+    Example: grugctl run relu-squared --checkpoint-every 100 (SIGTERM saves and exits 75; --resume goes on)
+
     Example: grugctl run relu-squared grugformer-starter --seeds 4 --ray --cpus-per-run 2 --retries 1
     """
     from grugctl.runs import runner
@@ -138,12 +149,15 @@ def run_command(
         seeds=tuple(range(seed, seed + seeds)), steps=steps, smoke=smoke, record=record, paired=paired,
         against=against, mesh=mesh, sizes=guarded(lambda: runner.parse_sizes(sizes)),
         settings=guarded(lambda: runner.parse_settings(settings)), data=data,
-        sweep=guarded(lambda: runner.parse_sweep(sweep)),
+        sweep=guarded(lambda: runner.parse_sweep(sweep)), checkpoint_every=checkpoint_every,
+        checkpoint_dir=checkpoint_dir, resume=resume,
     )  # fmt: skip
     ray_only = {
         "--retries": retries != 0, "--allow-dirty": allow_dirty, "--cpus-per-run": cpus_per_run != 1.0,
         "--gpus-per-run": gpus_per_run != 0.0,
     }  # fmt: skip
+    if resume and not checkpoint_every:
+        raise fail("--resume needs --checkpoint-every N (the interval the run saves at)")
     if not (ray or ray_address) and any(ray_only.values()):
         given = ", ".join(name for name, used in ray_only.items() if used)
         raise fail(f"{given} only apply to Ray runs; add --ray (or --ray-address ADDRESS)")

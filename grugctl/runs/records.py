@@ -171,6 +171,9 @@ def build_record(
         # What the run trained on and the settings given with --set or --sweep: compare never mixes either.
         "data": results.get("data"),
         "settings": results.get("overrides") or {},
+        # Where the weights are (never in git; grugctl export reads them) and whether this run was resumed.
+        "checkpoint": results.get("checkpoint"),
+        "resumed_from": results.get("resumed_from"),
         "host": results.get("host"),
         "shared_host": shared_host,
         "mesh": results.get("mesh"),

@@ -28,6 +28,7 @@ from grugctl.errors import CHECK_FAILED, GrugError
 from grugctl.runs.results import RESULT_KEYS
 
 INTERRUPTED = 130
+PREEMPTED = 75  # the experiment file's exit status after SIGTERM and a checkpoint (EX_TEMPFAIL)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ class RunPlan:
     settings: tuple[str, ...] = ()  # --set FIELD=VALUE for every run
     sweep: tuple[tuple[str, ...], ...] = ((),)  # the points of --sweep, each a tuple of FIELD=VALUE
     data: str | None = None  # --data DIR, passed through
+    checkpoint_every: int = 0  # --checkpoint-every N (0: no checkpoints)
+    checkpoint_dir: str | None = None
+    resume: bool = False
 
     @property
     def recorded(self) -> bool:
@@ -78,6 +82,9 @@ class RunPlan:
         are per run)."""
         options = child_options(steps=self.steps, smoke=self.smoke, mesh=self.mesh)
         options += ["--data", self.data] if self.data else []
+        options += ["--checkpoint-every", str(self.checkpoint_every)] if self.checkpoint_every else []
+        options += ["--checkpoint-dir", self.checkpoint_dir] if self.checkpoint_dir else []
+        options += ["--resume"] if self.resume else []
         return options + [flag for item in self.settings for flag in ("--set", item)]
 
 
@@ -243,11 +250,16 @@ def run_child(command: list[str], cwd: Path, entry_id: str) -> int:
         child = subprocess.Popen(command, cwd=cwd, env={**os.environ, "GRUG_EXPERIMENT_ID": entry_id})
     finally:
         signal.signal(signal.SIGINT, previous)
+    # A SIGTERM to grugctl (a scheduler stopping the job) goes on to the child, which saves a checkpoint
+    # when it keeps them; grugctl waits for it and says so in one line.
+    previous_term = signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signal.SIGTERM))
     try:
         return child.wait()
     except KeyboardInterrupt:
         stop_child(child)
         raise GrugError(f"run of '{entry_id}' interrupted; nothing recorded", INTERRUPTED) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 def read_results(path: Path, entry_id: str) -> dict:
@@ -313,6 +325,12 @@ def run_job(archive: Archive, job: Job, *, options: list[str], record: bool) -> 
         code = run_child(command, archive.root, job.entry_id)
     finally:
         shared_host = hostjobs.finish_job(marker)
+    if code == PREEMPTED:
+        raise GrugError(
+            f"'{job.entry_id}' seed {job.seed} was stopped by SIGTERM after saving a checkpoint; nothing "
+            "recorded: run the same command with --resume to continue it",
+            PREEMPTED,
+        )
     if code != 0:
         exit_code = code if code == 2 else CHECK_FAILED
         raise GrugError(

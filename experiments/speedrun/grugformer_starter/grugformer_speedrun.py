@@ -9,11 +9,14 @@ Run:  grugctl run grugformer-starter        (records results in archive.yaml)
       python experiments/speedrun/grugformer_starter/grugformer_speedrun.py [--size NAME] [--steps N]
           [--seed S] [--out results.json] [--smoke] [--data DIR] [--set FIELD=VALUE ...]
           [--mesh data=D,model=M] [--distributed] [--describe]
+          [--checkpoint-every N [--checkpoint-dir DIR] [--keep-checkpoints K] [--resume]]
 Sizes: the ladder in grug_core/sizes.py (xs, s, m, ...; `s`, the default, is the model every earlier
        record used); --describe prints a size's parameters and FLOPs without training.
 Data:  Shakespeare bytes by default; --data DIR takes token shards (python -m grug_core.data tokenize,
        the vocabulary then comes from the tokenizer) or a folder of .txt files. Bits per byte are exact
        either way: eval nats / ln 2 / the UTF-8 bytes the scored tokens stand for.
+Checkpoints: orbax, asynchronous, in <checkpoint-dir>/<experiment>/<size>-seed<S>; SIGTERM saves and exits
+       75, and the same command with --resume continues with the losses an unstopped run has.
 Diff: grugctl diff grugformer-starter
 """
 
@@ -46,6 +49,14 @@ from grug_core.attention import (
     apply_rotary,
     blockwise_attention,
     reference_attention,
+)
+from grug_core.checkpoint import (
+    CheckpointError,
+    close_checkpoints,
+    latest_step,
+    open_checkpoints,
+    restore_checkpoint,
+    save_checkpoint,
 )
 from grug_core.data import CorpusMissing, Dataset, bytes_covered, eval_windows, open_dataset, train_batches
 from grug_core.loss import blockwise_cross_entropy, split_into_blocks
@@ -89,6 +100,9 @@ class SpeedrunConfig:
     seq_len: int = 128
     steps: int = 450
     peak_lr: float = 3e-3
+    # Multiplies peak_lr; a sweep tunes this rather than peak_lr, since each size has its own peak_lr
+    # (grug_core/sizes.py) and one multiplier means the same thing at every size (--sweep lr_scale=0.5,1,2).
+    lr_scale: float = 1.0
     warmup_steps: int = 50
     weight_decay: float = 0.1
     z_loss_weight: float = 1e-4
@@ -379,13 +393,59 @@ def measured_matmul_peak() -> float:
     return 5 * 2 * 1024**3 / (time.perf_counter() - start)
 
 
-def train(cfg: SpeedrunConfig, data: Dataset, progress, mesh: jax.sharding.Mesh) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Checkpointing:
+    folder: Path  # this run's own folder: <--checkpoint-dir>/<experiment>/<size>-seed<S>[-settings]
+    every: int  # steps between saves (the last step is always saved)
+    keep: int
+    resume: bool
+    identity: dict  # what the folder may hold: experiment, config, data and this file's hash
+
+
+class Preempted(Exception):
+    """SIGTERM arrived; the checkpoint of `step` is durable."""
+
+    def __init__(self, step: int, folder: Path):
+        super().__init__(step, folder)
+        self.step, self.folder = step, folder
+
+
+PREEMPTED = 75  # EX_TEMPFAIL: stopped by SIGTERM after a checkpoint; the same command with --resume goes on
+
+
+def resume_state(ckpt: Checkpointing | None, state: dict) -> tuple[object, dict, dict]:
+    """(manager, state, meta): the latest checkpoint's state and meta when resuming, else `state` and
+    {}. A folder that holds this run's checkpoints without --resume is refused: starting again would
+    mix two runs in it."""
+    if ckpt is None:
+        return None, state, {}
+    manager = open_checkpoints(ckpt.folder, ckpt.identity, keep=ckpt.keep)
+    step = latest_step(manager)
+    if step is None:
+        return manager, state, {}
+    if not ckpt.resume:
+        raise CheckpointError(
+            f"{ckpt.folder} already holds checkpoints of this run (up to step {step}); pass --resume to "
+            "continue it, or delete the folder to start again"
+        )
+    return manager, *restore_checkpoint(manager, step, state)
+
+
+def train(
+    cfg: SpeedrunConfig, data: Dataset, progress, mesh: jax.sharding.Mesh, ckpt: Checkpointing | None = None
+) -> dict:
     """Train on `mesh`: the batch split over "data", parameters (and so the AdamW moments) placed by
-    grug_core's parameter_specs. One device is the 1x1 mesh; the losses match to fp32 rounding."""
-    tx = optimizer(cfg.peak_lr, cfg.steps, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay)
+    grug_core's parameter_specs. One device is the 1x1 mesh; the losses match to fp32 rounding. With
+    `ckpt`, saves every `ckpt.every` steps and at the end, resumes where the folder's latest left off
+    (the same losses as without a stop: the batches are a function of seed and step), and on SIGTERM
+    saves and raises Preempted."""
+    lr = cfg.peak_lr * cfg.lr_scale
+    tx = optimizer(lr, cfg.steps, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay)
     params = shard(init_parameters(cfg.model, jax.random.key(cfg.seed)), parameter_specs(cfg.model), mesh)
     opt_state = tx.init(params)  # zeros_like keeps each parameter's sharding
-    train_data = train_batches(data, cfg.batch_size, cfg.seq_len, cfg.seed)
+    manager, state, meta = resume_state(ckpt, {"params": params, "opt_state": opt_state})
+    params, opt_state, start = state["params"], state["opt_state"], meta.get("step", 0)
+    train_data = train_batches(data, cfg.batch_size, cfg.seq_len, cfg.seed, start=start)
     eval_set = eval_windows(data, cfg.batch_size, cfg.seq_len, cfg.eval_batches)
     # Exact bits per byte: eval nats / ln 2 / the bytes the scored tokens stand for (1 per token for text).
     eval_tokens, eval_bytes = sum(w[:, 1:].size for w in eval_set), bytes_covered(data, eval_set)
@@ -402,7 +462,9 @@ def train(cfg: SpeedrunConfig, data: Dataset, progress, mesh: jax.sharding.Mesh)
 
     tokens_per_step = cfg.batch_size * cfg.seq_len
     train_every = max(1, math.ceil(cfg.steps / cfg.train_curve_points))
-    curve, train_curve, train_seconds, reached, tokens = [], [], 0.0, None, first
+    curve, train_curve = meta.get("curve", []), meta.get("train_curve", [])
+    train_seconds, reached, tokens = meta.get("train_seconds", 0.0), meta.get("reached"), first
+    stop = preemption_flag() if ckpt is not None else {}
 
     def read(step: int, loss: jax.Array) -> float:
         loss = float(loss)
@@ -415,32 +477,47 @@ def train(cfg: SpeedrunConfig, data: Dataset, progress, mesh: jax.sharding.Mesh)
     # Step k+1 is dispatched before step k's loss is read, and the next batch is put on the devices
     # while a step runs, so the host never leaves the devices idle between steps. The clock stops only
     # where the host waits for the devices anyway: before an evaluation and at the end.
-    clock, pending = time.perf_counter(), None
-    for step in range(1, cfg.steps + 1):
+    # Step k+1 is dispatched before step k's loss is read, and the next batch is put on the devices
+    # while a step runs, so the host never leaves the devices idle between steps. The clock stops only
+    # where the host waits for the devices anyway: before an evaluation and at the end.
+    clock, pending, saved = time.perf_counter(), None, start
+    for step in range(start + 1, cfg.steps + 1):
         params, opt_state, loss = step_fn(params, opt_state, tokens)
         tokens = put_batch(next(train_data), mesh)
         if pending is not None:
             done_step, done_loss = pending
-            progress(
-                done_step, read(done_step, done_loss), None, train_seconds + time.perf_counter() - clock, None
-            )
+            seconds = train_seconds + time.perf_counter() - clock
+            progress(done_step, read(done_step, done_loss), None, seconds, None)
         pending = (step, loss)
         last_bpb = curve[-1]["val_bpb"] if curve else None
-        if not eval_due(step, last_bpb, reached is not None, cfg):
+        if eval_due(step, last_bpb, reached is not None, cfg):
+            loss, pending = read(step, loss), None  # waits for this step
+            train_seconds += time.perf_counter() - clock
+            val = evaluate(eval_fn, params, eval_set)
+            point = {"step": step, "tokens": step * tokens_per_step, "train_seconds": train_seconds}
+            bpb = val * tokens_per_byte / math.log(2)
+            curve.append(point | {"train_loss": loss, "val_loss": val, "val_bpb": bpb})
+            newly_reached = None
+            if reached is None and bpb <= cfg.target_val_bpb:
+                before = curve[-2] if len(curve) > 1 else curve[-1]
+                reached = newly_reached = crossing(before, curve[-1], cfg.target_val_bpb)
+            progress(step, loss, val * tokens_per_byte, train_seconds, newly_reached)
+            clock = time.perf_counter()
+        if manager is None or not (step % ckpt.every == 0 or step == cfg.steps or stop.get("term")):
             continue
-        loss, pending = read(step, loss), None  # waits for this step
-        train_seconds += time.perf_counter() - clock
-        val = evaluate(eval_fn, params, eval_set)
-        point = {"step": step, "tokens": step * tokens_per_step, "train_seconds": train_seconds}
-        curve.append(
-            point | {"train_loss": loss, "val_loss": val, "val_bpb": val * tokens_per_byte / math.log(2)}
-        )
-        newly_reached = None
-        if reached is None and curve[-1]["val_bpb"] <= cfg.target_val_bpb:
-            before = curve[-2] if len(curve) > 1 else curve[-1]
-            reached = newly_reached = crossing(before, curve[-1], cfg.target_val_bpb)
-        progress(step, loss, val * tokens_per_byte, train_seconds, newly_reached)
-        clock = time.perf_counter()
+        if pending is not None:  # the meta holds the train curve up to this step
+            progress(step, read(*pending), None, train_seconds + time.perf_counter() - clock, None)
+            pending = None
+        elapsed = train_seconds + time.perf_counter() - clock
+        meta = {"step": step, "seed": cfg.seed, "train_seconds": elapsed, "curve": curve,
+                "train_curve": train_curve, "reached": reached}  # fmt: skip
+        save_checkpoint(manager, step, {"params": params, "opt_state": opt_state}, meta)
+        saved = step
+        if stop.get("term"):
+            close_checkpoints(manager)
+            raise Preempted(step, ckpt.folder)
+    if manager is not None:
+        close_checkpoints(manager)  # the last save is durable before the results say it exists
 
     total_tokens = cfg.steps * tokens_per_step
     val_loss = curve[-1]["val_loss"]
@@ -464,7 +541,17 @@ def train(cfg: SpeedrunConfig, data: Dataset, progress, mesh: jax.sharding.Mesh)
         "curve": curve,
         "train_curve": train_curve,
         "data": data.record() | {"eval_tokens": eval_tokens, "eval_bytes": eval_bytes},
+        "checkpoint": None if ckpt is None else {"dir": str(ckpt.folder), "step": saved},
+        "resumed_from": start or None,
     }
+
+
+def preemption_flag() -> dict:
+    """{"term": True} once SIGTERM arrives (a spot or TPU preemption, a scheduler's stop): the loop then
+    saves a checkpoint at the step it is on and stops, instead of dying with the step's work lost."""
+    flag: dict = {}
+    signal.signal(signal.SIGTERM, lambda signum, frame: flag.update(term=True))
+    return flag
 
 
 # ---------------------------------------------------------------- progress and results
@@ -589,6 +676,23 @@ def main(argv: list[str] | None = None) -> int:
         "--describe", action="store_true", help="print the size's params and FLOPs; no training"
     )
     parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="save a checkpoint every N steps (0: never)",
+    )
+    parser.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=Path("checkpoints"),
+        help="where checkpoints go, one folder per run under <dir>/<experiment>/ (never in git)",
+    )
+    parser.add_argument("--keep-checkpoints", type=int, default=3, metavar="K", help="keep the last K")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the run's latest checkpoint (none: start afresh)"
+    )
+    parser.add_argument(
         "--distributed",
         action="store_true",
         help="multi-host: call jax.distributed.initialize() first (start this file once per host)",
@@ -624,8 +728,34 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # a mesh that does not fit the devices, the batch or a parameter
         print(f"error: {error}", file=sys.stderr)
         return 2
+    ckpt = None
+    if args.checkpoint_every > 0 or args.resume:
+        if args.checkpoint_every <= 0:
+            print(
+                "error: --resume needs --checkpoint-every N (the interval the run saves at)", file=sys.stderr
+            )
+            return 2
+        name = "-".join([cfg.size, f"seed{cfg.seed}", *(f"{k}={v}" for k, v in sorted(overrides.items()))])
+        name += "" if data.name == "shakespeare" and data.kind == "bytes" else f"-{data.name}"
+        source = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+        identity = {"experiment": experiment_id, "config": dataclasses.asdict(cfg), "data": data.record(),
+                    "code": source}  # fmt: skip
+        folder = args.checkpoint_dir / experiment_id / name
+        ckpt = Checkpointing(folder, args.checkpoint_every, args.keep_checkpoints, args.resume, identity)
     host = host_fingerprint()  # before training: the load average says how busy the machine was
-    summary = train(cfg, data, make_progress(cfg), mesh)
+    try:
+        summary = train(cfg, data, make_progress(cfg), mesh, ckpt)
+    except CheckpointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Preempted as stopped:
+        print(
+            f"preempted (SIGTERM) at step {stopped.step}: checkpoint in {stopped.folder}; "
+            "run the same command with --resume to continue",
+            file=sys.stderr,
+            flush=True,
+        )
+        return PREEMPTED
     commit, dirty = git_state()
     results = {
         "experiment": experiment_id,
