@@ -260,7 +260,8 @@ def test_sizes_dry_run_lists_each_run_with_its_flops_and_an_unknown_size_is_one_
     assert planned[0]["pair"].endswith("-xs-seed0") and planned[0]["command"][-2:] == ["--size", "xs"]
     bad = _invoke(root, ["run", "relu-squared", "--sizes", "xs,huge"])
     assert (
-        bad.exit_code == 2 and "relu-squared --size huge: unknown size 'huge'; use one of 3xs, 2xs, xs, s" in bad.output
+        bad.exit_code == 2
+        and "relu-squared --size huge: unknown size 'huge'; use one of 3xs, 2xs, xs, s" in bad.output
     )
     assert (root / "archive.yaml").read_bytes() == before and not (root / "runs").exists()
 
