@@ -60,6 +60,7 @@ def run_quick(name: str) -> str:
             "report.py",
             [rf"per experiment: {NUMBER} s \({NUMBER}x one plot", r"same bytes on a second build: yes"],
         ),
+        pytest.param("loop.py", [rf"3xs +{NUMBER} +{NUMBER} +{NUMBER}x  identical"], marks=SLOW),
         (
             "loader.py",
             [rf"token shards: {NUMBER} tokens/s made", rf"prefetched: {NUMBER}% of the loop waiting"],
