@@ -14,6 +14,8 @@ single file splits that file by bytes instead: the first 90% is train, the last 
 
     python -m grug_core.data fetch    # download and extract into the cache (no-op when present)
     python -m grug_core.data info     # where the corpus is and how large each split is
+    python -m grug_core.data train-tokenizer --input DIR --out tokenizer.json [--vocab-size 4096]
+                                      # a byte-level BPE tokenizer learned on a folder of text
     python -m grug_core.data tokenize --tokenizer tokenizer.json --input DIR --out DIR [--val-fraction F]
                                       # any folder of text into train/val token shards (shards.py)
     python -m grug_core.data describe --tokenizer tokenizer.json --data DIR
@@ -333,7 +335,7 @@ def _tokenize(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grug_core.data", description="Training data.")
-    parser.add_argument("command", choices=["fetch", "info", "tokenize", "describe"])
+    parser.add_argument("command", choices=["fetch", "info", "train-tokenizer", "tokenize", "describe"])
     parser.add_argument(
         "--data",
         type=Path,
@@ -341,7 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tokenizer", type=Path, help="tokenize: a Hugging Face tokenizer.json")
     parser.add_argument("--input", type=Path, help="tokenize: a folder of .txt files, one document each")
-    parser.add_argument("--out", type=Path, help="tokenize: a new folder for the shards and meta.json")
+    parser.add_argument(
+        "--out", type=Path, help="tokenize: a new folder for the shards; train-tokenizer: the tokenizer.json"
+    )
+    parser.add_argument("--vocab-size", type=int, default=4096, help="train-tokenizer: tokens in all")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="tokenize: share of documents in val")
     parser.add_argument("--shard-tokens", type=int, default=100_000_000, help="tokenize: tokens per shard")
     args = parser.parse_args(argv)
@@ -351,6 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "tokenize":
             _tokenize(args)
+            return 0
+        if args.command == "train-tokenizer":
+            if args.input is None or args.out is None:
+                raise ShardError("train-tokenizer needs --input DIR (text) and --out tokenizer.json")
+            vocab = shards.train_tokenizer(args.input, args.out, args.vocab_size)
+            print(f"byte-level BPE with {vocab:,} tokens learned on {args.input}, saved as {args.out}")
             return 0
         if args.command == "describe":
             if args.tokenizer is None or args.data is None:

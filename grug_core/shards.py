@@ -242,6 +242,36 @@ def token_byte_lengths(tokenizer) -> np.ndarray:
     return lengths
 
 
+def train_tokenizer(source: Path, out: Path, vocab_size: int) -> int:
+    """A byte-level BPE tokenizer (GPT-2's scheme: every byte is a token, merges learned on top, plus
+    <|endoftext|>) trained on the .txt files under `source` and saved as tokenizer.json. Returns its
+    vocabulary size."""
+    try:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    except ImportError:
+        raise ShardError(
+            "training a tokenizer needs Hugging Face tokenizers: pip install -e '.[data]'"
+        ) from None
+    if not 257 <= vocab_size < 2**16:
+        raise ShardError(f"--vocab-size {vocab_size} must be between 257 and 65535 (uint16 shards)")
+    if out.exists():
+        raise ShardError(f"{out} exists; pick a new --out file")
+    files = text_documents(source)
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )  # fmt: skip
+    tokenizer.train_from_iterator((_read_text(f) for f in files), trainer)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tokenizer.save(str(tmp))
+    os.replace(tmp, out)
+    return tokenizer.get_vocab_size()
+
+
 def text_documents(folder: Path) -> list[Path]:
     files = sorted(p for p in folder.rglob("*.txt") if p.is_file()) if folder.is_dir() else []
     if not files:

@@ -161,20 +161,17 @@ def test_a_sweep_on_token_shards_records_its_data_and_settings(tmp_path):
     import sys
 
     from test_shards import TEXTS, tokenize
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     root = make_repo(tmp_path / "repo")
     texts = tmp_path / "texts"
     texts.mkdir()
     for name, text in TEXTS.items():
         (texts / name).write_text(text, encoding="utf-8")
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
-    tokenizer.train_from_iterator(TEXTS.values(), trainer)
-    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    trained = subprocess.run(
+        [sys.executable, "-m", "grug_core.data", "train-tokenizer", "--input", str(texts), "--out",
+         str(tmp_path / "tokenizer.json"), "--vocab-size", "300"], capture_output=True, text=True,
+    )  # fmt: skip
+    assert trained.returncode == 0 and "300 tokens" in trained.stdout, trained.stderr
     done = tokenize("--tokenizer", str(tmp_path / "tokenizer.json"), "--input", str(texts), "--out",
                     str(tmp_path / "shards"), "--val-fraction", "0.2", cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -189,7 +186,7 @@ def test_a_sweep_on_token_shards_records_its_data_and_settings(tmp_path):
     assert {row["data"] for row in rows} == {rows[0]["data"]} and rows[0]["data"].startswith("shards:")
     record = json.loads((root / rows[0]["record"]).read_text())
     assert record["settings"] == {"peak_lr": 0.001} and record["config"]["peak_lr"] == 0.001
-    assert record["data"]["kind"] == "shards" and record["data"]["vocab_size"] == tokenizer.get_vocab_size()
+    assert record["data"]["kind"] == "shards" and record["data"]["vocab_size"] == 300
     assert record["config"]["model"]["vocab_size"] == 384  # 300 padded to a multiple of 128
     assert record["data"]["eval_bytes"] < record["data"]["eval_tokens"] * 4
     check = subprocess.run([*grugctl, "check", "--fast"], cwd=root, capture_output=True, text=True)
