@@ -60,12 +60,12 @@ def test_a_bad_field_or_value_is_refused_by_the_file_before_anything_trains(tmp_
     assert not (root / "runs").exists()
 
 
-def sweep_rows(root, entry_id, means: dict[str, float], seeds: int = 4, noise=None, **extra):
-    """Rows of a paired sweep over peak_lr: value -> mean val_bpb; seed i adds noise[i]."""
+def sweep_rows(root, entry_id, means: dict[str, float], seeds: int = 4, noise=None, field="peak_lr", **extra):
+    """Rows of a paired sweep over peak_lr (or `field`): value -> mean val_bpb; seed i adds noise[i]."""
     noise = noise or [0.004, -0.003, 0.002, -0.001, 0.0, 0.003][:seeds]
     for value, mean in means.items():
         add_rows(root, entry_id, [mean + n for n in noise], pair=f"sweep-{value}", config=f"cfg-{value}",
-                 settings=f"peak_lr={value}", **extra)  # fmt: skip
+                 settings=f"{field}={value}", **extra)  # fmt: skip
 
 
 def test_compare_never_mixes_settings_or_data_and_says_what_it_left_out(tmp_path):
@@ -191,3 +191,24 @@ def test_a_sweep_on_token_shards_records_its_data_and_settings(tmp_path):
     assert record["data"]["eval_bytes"] < record["data"]["eval_tokens"] * 4
     check = subprocess.run([*grugctl, "check", "--fast"], cwd=root, capture_output=True, text=True)
     assert "disagrees" not in check.stdout + check.stderr
+
+
+def test_plot_x_flops_tuned_draws_each_size_at_its_best_value(tmp_path):
+    from grugctl import archive
+    from grugctl.evidence import plot
+
+    root = make_repo(tmp_path)
+    for size, flops, shift in (("3xs", 4.4e11, 0.5), ("2xs", 1.1e12, 0.3), ("xs", 3.3e12, 0.0)):
+        means = {"0.5": 2.95 + shift, "1": 2.85 + shift, "2": 2.90 + shift}
+        sweep_rows(root, STARTER, means, seeds=2, field="lr_scale", size=size, flops=flops)
+    loaded = archive.load_archive(root / "archive.yaml")
+    (drawn,) = plot.load_scaling(loaded, [STARTER], "val_bpb", tuned="lr_scale")
+    assert drawn.sizes == ("3xs", "2xs", "xs")
+    assert [round(m, 4) for m in drawn.means] == [round(2.85 + s + 0.0005, 4) for s in (0.5, 0.3, 0.0)]
+    result = _invoke(
+        root, ["plot", STARTER, "--x", "flops", "--tuned", "lr_scale", "--out", str(tmp_path / "s.png")]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    wrong = _invoke(root, ["plot", STARTER, "--tuned", "lr_scale", "--out", str(tmp_path / "c.png")])
+    assert wrong.exit_code == 2 and "--tuned applies to --x flops" in wrong.stderr

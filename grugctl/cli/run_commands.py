@@ -268,6 +268,9 @@ def plot_command(
     against: str | None = typer.Option(
         None, "--against", help="The HTML table's baseline (default: starter)."
     ),
+    tuned: str | None = typer.Option(
+        None, "--tuned", metavar="FIELD", help="--x flops: each size at its best value of a swept field."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be drawn; write nothing."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Overwrite an existing --out file without asking."),
     archive_path: ArchiveOption = None,
@@ -279,6 +282,8 @@ def plot_command(
     Example: grugctl plot relu-squared grugformer-starter --out curves.html
 
     Example: grugctl plot relu-squared grugformer-starter --x flops --out scaling.png
+
+    Example: grugctl plot muon grugformer-starter --x flops --tuned lr_scale --out scaling.png
     """
     from grugctl.evidence import plot
 
@@ -295,6 +300,7 @@ def plot_command(
             steps=steps,
             against=against,
             dry_run=dry_run,
+            tuned=tuned,
         )
     )
     drawn = ", ".join(f"{c.entry_id} ({c.seeds} seed{'s' * (c.seeds != 1)})" for c in curves)

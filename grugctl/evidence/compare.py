@@ -440,6 +440,18 @@ def data_of(archive: Archive, entry_id: str) -> list[str]:
     return list(dict.fromkeys(ran))
 
 
+def tuned_choice(archive: Archive, entry_id: str, field: str, size: str) -> list[dict]:
+    """The rows of `entry_id` at `size` at its best value of `field` (lowest mean val bpb over the seeds
+    every value ran), for drawing; compare_tuned is the test, with its seeds held out."""
+    rows, _, _ = usable_rows(archive, entry_id, None, size=size, settings=ANY_SETTINGS)
+    groups, _ = _tuning_groups(rows, field)
+    if not groups:
+        return []
+    common = tuple(sorted(set.intersection(*({row["seed"] for row in g} for g in groups.values()))))
+    best, _ = _choose(groups, common or tuple(row["seed"] for row in rows))
+    return groups[best]
+
+
 def sizes_of(archive: Archive, entry_id: str, data: str | None = None) -> list[str]:
     """The sizes the current code of `entry_id` has usable runs at (on `data`, if given), smallest
     (fewest FLOPs) first."""

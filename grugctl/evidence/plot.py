@@ -123,9 +123,12 @@ def load_curves(
     return curves
 
 
-def load_scaling(archive: Archive, entry_ids: list[str], metric: str) -> list[Scaling]:
+def load_scaling(
+    archive: Archive, entry_ids: list[str], metric: str, tuned: str | None = None
+) -> list[Scaling]:
     """Every size each experiment's current code ran (one step count and config per size, as compare
-    picks them); two sizes at least, or there is no line to draw."""
+    picks them; with `tuned`, at each size the value of that swept field with the lowest mean val bpb,
+    compare.tuned_choice); two sizes at least, or there is no line to draw."""
     from grugctl.evidence.ladder import fit_power_law
 
     if metric not in ("val_bpb", "val_loss"):
@@ -133,7 +136,10 @@ def load_scaling(archive: Archive, entry_ids: list[str], metric: str) -> list[Sc
     drawn = []
     for entry_id in entry_ids:
         sizes = compare.sizes_of(archive, entry_id)
-        rows = {size: compare.usable_rows(archive, entry_id, None, size=size)[0] for size in sizes}
+        if tuned is None:
+            rows = {size: compare.usable_rows(archive, entry_id, None, size=size)[0] for size in sizes}
+        else:
+            rows = {size: compare.tuned_choice(archive, entry_id, tuned, size) for size in sizes}
         rows = {size: [r for r in rows[size] if isinstance(r.get("flops"), (int, float))] for size in sizes}
         sizes = [size for size in sizes if rows[size]]
         if len(sizes) < 2:
@@ -249,6 +255,7 @@ def write_plot(
     steps: int | None = None,
     against: str | None = None,
     dry_run: bool = False,
+    tuned: str | None = None,
 ) -> list[Curve]:
     """Write `out` (.png or .html); the HTML page adds the comparison of each id with the baseline.
     Returns what was drawn: a Curve per experiment, or with x_axis "flops" a Scaling.
@@ -259,8 +266,12 @@ def write_plot(
     suffix = out.suffix.lower()
     if suffix not in (".png", ".html"):
         raise GrugError(f"--out {out} must end in .png or .html")
+    if tuned is not None and x_axis != "flops":
+        raise GrugError(
+            "--tuned applies to --x flops (each size at its best value); drop it or add --x flops"
+        )
     if x_axis == "flops":
-        curves = load_scaling(archive, entry_ids, metric)
+        curves = load_scaling(archive, entry_ids, metric, tuned)
     else:
         curves = load_curves(archive, entry_ids, metric, x_axis, steps)
     if dry_run:
