@@ -476,10 +476,7 @@ def train(
 
     # Step k+1 is dispatched before step k's loss is read, and the next batch is put on the devices
     # while a step runs, so the host never leaves the devices idle between steps. The clock stops only
-    # where the host waits for the devices anyway: before an evaluation and at the end.
-    # Step k+1 is dispatched before step k's loss is read, and the next batch is put on the devices
-    # while a step runs, so the host never leaves the devices idle between steps. The clock stops only
-    # where the host waits for the devices anyway: before an evaluation and at the end.
+    # where the host waits for the devices anyway: before an evaluation; a checkpoint's save is counted.
     clock, pending, saved = time.perf_counter(), None, start
     for step in range(start + 1, cfg.steps + 1):
         params, opt_state, loss = step_fn(params, opt_state, tokens)
