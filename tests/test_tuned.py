@@ -212,3 +212,18 @@ def test_plot_x_flops_tuned_draws_each_size_at_its_best_value(tmp_path):
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     wrong = _invoke(root, ["plot", STARTER, "--tuned", "lr_scale", "--out", str(tmp_path / "c.png")])
     assert wrong.exit_code == 2 and "--tuned applies to --x flops" in wrong.stderr
+
+
+def test_promotion_judges_a_swept_experiment_against_the_tuned_baseline(tmp_path):
+    from grugctl import archive
+    from grugctl.evidence import compare
+
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    sweep_rows(root, STARTER, {"0.5": 2.90, "1": 2.85, "2": 2.88}, field="lr_scale")
+    sweep_rows(root, IDEA, {"0.5": 2.95, "1": 2.86, "2": 2.80}, field="lr_scale")
+    loaded = archive.load_archive(root / "archive.yaml")
+    assert compare.swept_field(loaded, IDEA) == "lr_scale"
+    evidence = compare.evidence_for_promotion(loaded, IDEA)
+    assert (evidence.tuned.candidate_value, evidence.tuned.baseline_value) == ("2", "1")
+    assert evidence.tuned.held_out and evidence.metrics[0].n_candidate == 2

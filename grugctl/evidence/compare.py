@@ -551,11 +551,29 @@ def as_json(comparisons: list[Comparison]) -> list[dict]:
     return [asdict(c) for c in comparisons]
 
 
+def swept_field(archive: Archive, entry_id: str) -> str | None:
+    """The one config field the current code of `entry_id` ran at two or more values (`--sweep`), else
+    None: promotion then judges each side at its own best value of it, as `compare --tuned` does."""
+    entry = get_entry(archive, entry_id)
+    code = current_code(archive, entry)
+    values: dict[str, set[str]] = {}
+    for row in entry.results:
+        if row.get("code") == code and not row.get("smoke") and row.get("status") != "failed":
+            for item in filter(None, row_settings(row).split(",")):
+                name, _, value = item.partition("=")
+                values.setdefault(name, set()).add(value)
+    swept = [name for name, seen in values.items() if len(seen) > 1]
+    return swept[0] if len(swept) == 1 else None
+
+
 def evidence_for_promotion(archive: Archive, entry_id: str, alpha: float = DEFAULT_ALPHA) -> Comparison:
     """The comparison promote shows and judges by: the speedrun metric against the starter, at the
-    largest size run, with the fit across sizes when there are several."""
+    largest size run, with the fit across sizes when there are several, and against the tuned
+    baseline when the experiment swept one field (a win at one learning rate is not a win)."""
     metrics = (SPEEDRUN_METRIC, "steps_to_target")
-    return compare_all(archive, [entry_id], metrics=metrics, alpha=alpha)[-1]
+    return compare_all(
+        archive, [entry_id], metrics=metrics, alpha=alpha, tuned=swept_field(archive, entry_id)
+    )[-1]
 
 
 def largest_multiplier(comparison: Comparison):
