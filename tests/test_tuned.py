@@ -227,3 +227,9 @@ def test_promotion_judges_a_swept_experiment_against_the_tuned_baseline(tmp_path
     evidence = compare.evidence_for_promotion(loaded, IDEA)
     assert (evidence.tuned.candidate_value, evidence.tuned.baseline_value) == ("2", "1")
     assert evidence.tuned.held_out and evidence.metrics[0].n_candidate == 2
+    board = compare.leaderboard(loaded, [STARTER, IDEA])
+    assert board[IDEA]["tuned"] == "lr_scale=2 vs 1" and board[IDEA]["seeds"] == 2
+    assert board[IDEA]["delta_val_bpb"] == pytest.approx(evidence.metrics[0].delta)
+    assert board[STARTER]["tuned"] == "lr_scale=1" and board[STARTER]["seeds"] == 4
+    status = _invoke(root, ["archive", "status"]).stdout
+    assert "at lr_scale=2 vs 1" in status

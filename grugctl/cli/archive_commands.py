@@ -35,6 +35,12 @@ def _delta_cell(row: dict) -> str:
     return f"{row['delta_val_bpb']:+.4f} {row['verdict']}"
 
 
+def _size_cell(row: dict) -> str:
+    """The size, and for a swept experiment the values compared (its best against the starter's)."""
+    size = row["size"] or "-"
+    return f"{size} at {row['tuned']}" if row.get("tuned") else size
+
+
 def _status_table(report: dict) -> None:
     headers = [
         "id", "status", "bucket", "file", "introduced", "last known-good", "seeds", "size", "val_bpb",
@@ -43,7 +49,7 @@ def _status_table(report: dict) -> None:
     rows = [
         [
             r["id"], r["status"], r["bucket"] or "-", "yes" if r["file_present"] else "missing",
-            r["introduced"] or "-", r["last_known_good"] or "-", str(r["seeds"]), r["size"] or "-",
+            r["introduced"] or "-", r["last_known_good"] or "-", str(r["seeds"]), _size_cell(r),
             _figure(r["mean_val_bpb"], 4), _figure(r["mean_steps_to_target"], 0), _delta_cell(r),
             r["purpose"],
         ]

@@ -440,16 +440,16 @@ def data_of(archive: Archive, entry_id: str) -> list[str]:
     return list(dict.fromkeys(ran))
 
 
-def tuned_choice(archive: Archive, entry_id: str, field: str, size: str) -> list[dict]:
-    """The rows of `entry_id` at `size` at its best value of `field` (lowest mean val bpb over the seeds
-    every value ran), for drawing; compare_tuned is the test, with its seeds held out."""
+def tuned_choice(archive: Archive, entry_id: str, field: str, size: str) -> tuple[str | None, list[dict]]:
+    """The best value of `field` for `entry_id` at `size` (lowest mean val bpb over the seeds every value
+    ran) and its rows, for drawing and the leaderboard; compare_tuned is the test, seeds held out."""
     rows, _, _ = usable_rows(archive, entry_id, None, size=size, settings=ANY_SETTINGS)
     groups, _ = _tuning_groups(rows, field)
     if not groups:
-        return []
+        return None, []
     common = tuple(sorted(set.intersection(*({row["seed"] for row in g} for g in groups.values()))))
     best, _ = _choose(groups, common or tuple(row["seed"] for row in rows))
-    return groups[best]
+    return best, groups[best]
 
 
 def sizes_of(archive: Archive, entry_id: str, data: str | None = None) -> list[str]:
@@ -596,6 +596,10 @@ def leaderboard(archive: Archive, entry_ids: list[str], alpha: float = DEFAULT_A
         entry = get_entry(archive, entry_id)
         rows, steps, _ = usable_rows(archive, entry_id, None) if entry.results else ([], None, None)
         size = row_size(rows[0]) if rows else None
+        field = swept_field(archive, entry_id) if rows else None
+        tuned = None
+        if field is not None:  # the runs at its best value, and against the tuned starter (as promote judges)
+            rows, tuned = _tuned_line(archive, entry_id, field, size, alpha)
         bpb, to_target = _values(rows, "val_bpb"), _values(rows, "steps_to_target")
         line = {
             "seeds": len(rows),
@@ -606,7 +610,10 @@ def leaderboard(archive: Archive, entry_ids: list[str], alpha: float = DEFAULT_A
             "delta_val_bpb": None,
             "verdict": None,
         }
-        if rows and entry_id != archive.starter and archive.starter in archive.experiments:
+        if tuned is not None:
+            line["tuned"] = tuned["setting"]
+            line["delta_val_bpb"], line["verdict"] = tuned.get("delta"), tuned.get("verdict")
+        elif rows and entry_id != archive.starter and archive.starter in archive.experiments:
             if (steps, size) not in baselines:
                 baselines[steps, size] = usable_rows(archive, archive.starter, steps, size=size)[0]
             baseline = baselines[steps, size]
@@ -615,6 +622,26 @@ def leaderboard(archive: Archive, entry_ids: list[str], alpha: float = DEFAULT_A
                 line["delta_val_bpb"], line["verdict"] = result.delta, result.verdict
         board[entry_id] = line
     return board
+
+
+def _tuned_line(
+    archive: Archive, entry_id: str, field: str, size: str, alpha: float
+) -> tuple[list[dict], dict]:
+    """A swept experiment's leaderboard rows (its best value's held-out runs) and its verdict against
+    the starter at the starter's own best value; the starter itself shows its best value's runs."""
+    if entry_id == archive.starter or archive.starter not in archive.experiments:
+        value, rows = tuned_choice(archive, entry_id, field, size)
+        return rows, {"setting": f"{field}={value}"}
+    try:
+        comparison, rows, _ = compare_tuned(
+            archive, entry_id, field, metrics=(SPEEDRUN_METRIC,), alpha=alpha, size=size
+        )
+    except GrugError:  # the starter never ran the sweep: there is no tuned baseline to judge against
+        value, rows = tuned_choice(archive, entry_id, field, size)
+        return rows, {"setting": f"{field}={value} (starter not swept)"}
+    result, tuning = comparison.metrics[0], comparison.tuned
+    setting = f"{field}={tuning.candidate_value} vs {tuning.baseline_value}"
+    return rows, {"setting": setting, "delta": result.delta, "verdict": result.verdict}
 
 
 def sort_rows(rows: list[dict], sort_by: str) -> list[dict]:

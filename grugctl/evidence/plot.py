@@ -139,7 +139,7 @@ def load_scaling(
         if tuned is None:
             rows = {size: compare.usable_rows(archive, entry_id, None, size=size)[0] for size in sizes}
         else:
-            rows = {size: compare.tuned_choice(archive, entry_id, tuned, size) for size in sizes}
+            rows = {size: compare.tuned_choice(archive, entry_id, tuned, size)[1] for size in sizes}
         rows = {size: [r for r in rows[size] if isinstance(r.get("flops"), (int, float))] for size in sizes}
         sizes = [size for size in sizes if rows[size]]
         if len(sizes) < 2:

@@ -200,7 +200,11 @@ def board_row(archive: Archive, order: int, experiment) -> str:
         cell(f'<a href="experiments/{attr(entry.id)}.html">{text(entry.id)}</a>', entry.id),
         cell(f'<span class="status {attr(entry.status)}">{text(entry.status)}</span>', entry.status),
         cell(text(entry.bucket or "none"), entry.bucket or "none"),
-        cell(text(line["size"] or "-"), line["size"]),
+        cell(
+            text(line["size"] or "-")
+            + (f"<br><small>{text(line['tuned'])}</small>" if line.get("tuned") else ""),
+            line["size"],
+        ),  # fmt: skip
         cell(str(line["seeds"]), line["seeds"], "num"),
         cell(number(line["mean_val_bpb"]), line["mean_val_bpb"], "num"),
         cell(number(line["mean_steps_to_target"]), line["mean_steps_to_target"], "num"),
