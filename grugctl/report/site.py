@@ -164,7 +164,13 @@ def experiment(archive: Archive, entry_id: str, line: dict) -> tuple[Experiment,
     used = compare.usable_rows(archive, entry_id, None)[0] if entry.results else []
     tables, multiplier = "", None
     if used and entry_id != archive.starter and archive.starter in archive.experiments:
-        comparisons = compare.compare_all(archive, [entry_id])
+        # A swept experiment is judged as promote judges it: each side at its own best value.
+        try:
+            comparisons = compare.compare_all(
+                archive, [entry_id], tuned=compare.swept_field(archive, entry_id)
+            )
+        except GrugError:  # the starter never ran the sweep: compare the settings as they are
+            comparisons = compare.compare_all(archive, [entry_id])
         tables = comparerender.html_table(comparisons)
         multiplier = compare.largest_multiplier(comparisons[-1])
     figures, notes = figures_of(archive, entry_id, line)
