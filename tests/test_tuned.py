@@ -233,3 +233,19 @@ def test_promotion_judges_a_swept_experiment_against_the_tuned_baseline(tmp_path
     assert board[STARTER]["tuned"] == "lr_scale=1" and board[STARTER]["seeds"] == 4
     status = _invoke(root, ["archive", "status"]).stdout
     assert "at lr_scale=2 vs 1" in status
+
+
+def test_compare_without_tuned_judges_a_swept_experiment_at_each_sides_best_value(tmp_path):
+    """One value of a sweep is not a verdict: plain `compare` on a swept experiment compares as promote."""
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    sweep_rows(root, STARTER, {"0.5": 2.90, "1": 2.85, "2": 2.88}, field="lr_scale")
+    sweep_rows(root, IDEA, {"0.5": 2.95, "1": 2.86, "2": 2.80}, field="lr_scale")
+    result = _invoke(root, ["compare", IDEA, "--json", "--metric", "val_bpb"])
+    assert result.exit_code == 0, result.output
+    (c,) = json.loads(result.stdout)
+    assert (c["tuned"]["field"], c["tuned"]["candidate_value"], c["tuned"]["baseline_value"]) == (
+        "lr_scale",
+        "2",
+        "1",
+    )

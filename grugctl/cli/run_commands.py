@@ -217,8 +217,9 @@ def compare_command(
     effect would need. Runs that never reached the target count as slowest (rank tests). Each size
     run gets its own table; with two or more, the largest adds the compute multiplier (how many times
     the FLOPs the baseline needs for the candidate's loss) with its interval, and the trend. Runs on
-    other data or with other --set/--sweep settings are never mixed in. --tuned FIELD compares each
-    side at its own best value of a swept field: chosen on the lowest seeds, tested on the others.
+    other data or with other --set/--sweep settings are never mixed in. An experiment that swept one
+    field (and --tuned FIELD) is compared with each side at its own best value of it: chosen on the
+    lowest seeds, tested on the others.
 
     Example: grugctl compare relu-squared --metric val_bpb --md
 

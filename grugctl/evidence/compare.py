@@ -498,21 +498,31 @@ def compare_all(
 
 def _across_sizes(archive: Archive, candidate: str, data: str | None, *, size: str | None, tuned: str | None,
                   select_seeds: int | None, **options) -> list[Comparison]:  # fmt: skip
-    """One comparison per size run on `data`, the largest with the fit across sizes when several."""
+    """One comparison per size run on `data`, the largest with the fit across sizes when several. Without
+    `tuned`, a size where the candidate swept one field is still compared at each side's best value of
+    it (as promote judges), when the baseline ran the sweep too: one value of a sweep is not a verdict."""
     sizes = [size] if size is not None else sizes_of(archive, candidate, data) or [None]
+    field = tuned or swept_field(archive, candidate)
     judged, tested = [], {}
     for at in sizes:
-        if tuned is None:
+        if field is None or (tuned is None and not _swept_at(archive, candidate, field, at)):
             judged.append(compare(archive, candidate, size=at, data=data, **options))
             continue
         options_tuned = {k: v for k, v in options.items() if k != "steps"}
-        comparison, rows_c, rows_b = compare_tuned(archive, candidate, tuned, size=at, data=data,
-                                                   select_seeds=select_seeds, **options_tuned)  # fmt: skip
+        try:
+            comparison, rows_c, rows_b = compare_tuned(
+                archive, candidate, field, size=at, data=data, select_seeds=select_seeds, **options_tuned
+            )
+        except GrugError:
+            if tuned is not None:
+                raise
+            judged.append(compare(archive, candidate, size=at, data=data, **options))
+            continue
         judged.append(comparison)
         tested[at] = (rows_c, rows_b)
     if len(sizes) > 1:
         largest = judged[-1]
-        rows_at = tested.get if tuned else lambda at: _rows_at(archive, largest, at)
+        rows_at = lambda at: tested.get(at) or _rows_at(archive, largest, at)
         judged[-1] = with_ladder(largest, sizes, options["alpha"], rows_at)
     return judged
 
@@ -598,7 +608,8 @@ def leaderboard(archive: Archive, entry_ids: list[str], alpha: float = DEFAULT_A
         size = row_size(rows[0]) if rows else None
         field = swept_field(archive, entry_id) if rows else None
         tuned = None
-        if field is not None:  # the runs at its best value, and against the tuned starter (as promote judges)
+        if field is not None and _swept_at(archive, entry_id, field, size):
+            # the runs at its best value, and against the tuned starter (as promote judges)
             rows, tuned = _tuned_line(archive, entry_id, field, size, alpha)
         bpb, to_target = _values(rows, "val_bpb"), _values(rows, "steps_to_target")
         line = {
@@ -622,6 +633,11 @@ def leaderboard(archive: Archive, entry_ids: list[str], alpha: float = DEFAULT_A
                 line["delta_val_bpb"], line["verdict"] = result.delta, result.verdict
         board[entry_id] = line
     return board
+
+
+def _swept_at(archive: Archive, entry_id: str, field: str, size: str) -> bool:
+    rows, _, _ = usable_rows(archive, entry_id, None, size=size, settings=ANY_SETTINGS)
+    return len(_tuning_groups(rows, field)[0]) > 1
 
 
 def _tuned_line(

@@ -164,13 +164,7 @@ def experiment(archive: Archive, entry_id: str, line: dict) -> tuple[Experiment,
     used = compare.usable_rows(archive, entry_id, None)[0] if entry.results else []
     tables, multiplier = "", None
     if used and entry_id != archive.starter and archive.starter in archive.experiments:
-        # A swept experiment is judged as promote judges it: each side at its own best value.
-        try:
-            comparisons = compare.compare_all(
-                archive, [entry_id], tuned=compare.swept_field(archive, entry_id)
-            )
-        except GrugError:  # the starter never ran the sweep: compare the settings as they are
-            comparisons = compare.compare_all(archive, [entry_id])
+        comparisons = compare.compare_all(archive, [entry_id])  # a swept one at each side's best value
         tables = comparerender.html_table(comparisons)
         multiplier = compare.largest_multiplier(comparisons[-1])
     figures, notes = figures_of(archive, entry_id, line)
