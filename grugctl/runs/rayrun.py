@@ -167,7 +167,7 @@ def run_on_ray(
     def submit(job: Job, attempt: int):
         spec = {
             "entry_id": job.entry_id, "path": paths[job.entry_id], "seed": job.seed,
-            "options": flags + job.size_option(),
+            "options": flags + job.own_options(),
         }  # fmt: skip
         return task.remote(spec), (job, attempt)
 

@@ -41,7 +41,7 @@ class Job:
     size: str | None = None  # a rung of the size ladder (None: the file's default)
     setting: tuple[str, ...] = ()  # this job's point of a --sweep, as FIELD=VALUE
 
-    def size_option(self) -> list[str]:
+    def own_options(self) -> list[str]:
         """The flags that differ from job to job besides --seed and --out: size and sweep point."""
         options = [] if self.size is None else ["--size", self.size]
         return options + [flag for item in self.setting for flag in ("--set", item)]
@@ -159,14 +159,14 @@ def parse_sizes(text: str | None) -> tuple[str | None, ...]:
     return sizes
 
 
-def parse_settings(values: list[str] | None, flag: str = "--set") -> tuple[str, ...]:
+def parse_settings(values: list[str] | None) -> tuple[str, ...]:
     """`--set peak_lr=1e-2` -> ("peak_lr=1e-2",). The field is checked by the experiment file, which owns
     its config; here only the shape FIELD=VALUE."""
     settings = []
     for value in values or []:
         name, sep, text = value.partition("=")
         if not sep or not name.strip() or not text.strip():
-            raise GrugError(f"{flag} {value!r} is not FIELD=VALUE; give e.g. {flag} peak_lr=1e-2")
+            raise GrugError(f"--set {value!r} is not FIELD=VALUE; give e.g. --set peak_lr=1e-2")
         settings.append(f"{name.strip()}={text.strip()}")
     return tuple(settings)
 
@@ -319,7 +319,7 @@ def run_job(archive: Archive, job: Job, *, options: list[str], record: bool) -> 
     source = records.provenance(archive.root, entry.path, archive.core)
     out = scratch_path(archive, job.entry_id, job.seed)
     file = experiment_file(archive.root, entry.path)
-    command = child_command(file, out, seed=job.seed, options=options + job.size_option())
+    command = child_command(file, out, seed=job.seed, options=options + job.own_options())
     marker = hostjobs.start_job(f"{job.entry_id} seed {job.seed}")
     try:
         code = run_child(command, archive.root, job.entry_id)
@@ -359,7 +359,7 @@ def planned_runs(archive: Archive, entry_ids: list[str], plan: RunPlan) -> list[
     for job in jobs:
         file = experiment_file(archive.root, get_entry(archive, job.entry_id).path)
         rel = file.relative_to(archive.root).as_posix()
-        command = ["python", rel, "--seed", str(job.seed), *options, *job.size_option()]
+        command = ["python", rel, "--seed", str(job.seed), *options, *job.own_options()]
         row = {"id": job.entry_id, "seed": job.seed, "pair": job.pair, "record": plan.recorded}
         if job.setting:
             row["setting"] = list(job.setting)
