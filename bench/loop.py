@@ -49,23 +49,14 @@ def compiled_step(run, size: str, steps: int):
         )
         return params, tx.init(params)
 
-    batches = [
-        run.put_batch(b, mesh)
-        for b in _take(run.train_batches(data, cfg.batch_size, cfg.seq_len, 0), steps + 1)
-    ]
+    # Host batches: each loop puts them on the devices itself, where the starter's loop does.
+    source = run.train_batches(data, cfg.batch_size, cfg.seq_len, 0)
+    batches = [next(source) for _ in range(steps + 1)]
     params, opt_state = fresh()
     with jax.set_mesh(mesh):
         step_fn = jax.jit(run.train_step, static_argnums=(3, 4), donate_argnums=(0, 1))
-        step_fn = step_fn.lower(params, opt_state, batches[0], cfg, tx).compile()
-    return cfg, step_fn, fresh, [b for b in _host(batches)], mesh
-
-
-def _take(source, n):
-    return [next(source) for _ in range(n)]
-
-
-def _host(batches):
-    return [jax.device_get(b) for b in batches]
+        step_fn = step_fn.lower(params, opt_state, run.put_batch(batches[0], mesh), cfg, tx).compile()
+    return cfg, step_fn, fresh, batches, mesh
 
 
 def wait_loop(step_fn, params, opt_state, batches, put):
