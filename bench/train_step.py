@@ -1,13 +1,15 @@
 """Tokens/s and MFU of a full grug_core train step against a naive plain-JAX transformer of the same
-shape, both run here in one process, with MFU against a matmul peak measured in the same process; and
-grug_core with compute_dtype="bfloat16" beside its fp32 row.
+shape, all measured here in one process with steps interleaved (one step of each variant per round, so a
+change in the machine's load hits every variant alike), with MFU against a matmul peak measured in the
+same process; grug_core with compute_dtype="bfloat16" beside its fp32 row; and grug_core against the
+naive model at every sequence length from 128 to 2048 (same tokens per step).
 
-    python bench/train_step.py            # d256 L4 T256 B16 and a larger config
-    python bench/train_step.py --quick    # the small config only, fewer repeats
+    python bench/train_step.py            # both shapes and every length
+    python bench/train_step.py --quick    # the small shape and two lengths, fewer rounds
 
-Targets: grug_core >= 1.25x the naive reference's tokens/s; bf16 >= 1.3x fp32 where the CPU has bf16
-matrix units (AVX512-BF16 or AMX). Without them XLA:CPU converts bf16 dots to fp32, so there is no
-bf16 target, only the figure.
+Targets: grug_core >= 1.5x the naive model's tokens/s at both shapes and >= 1.0x at every length; MFU
+>= 60% at d256; bf16 >= 1.3x fp32 where the CPU has bf16 matrix units (AVX512-BF16 or AMX). Without
+them XLA:CPU converts bf16 dots to fp32, so there is no bf16 target, only the figure.
 """
 
 # Axes: B batch, S sequence, M model dim, H heads, K kv heads, D head dim, F mlp dim, V vocab.
@@ -27,8 +29,12 @@ from grug_core.loss import next_token_loss
 from grug_core.model import GrugConfig, forward, init_parameters
 from grug_core.optim import optimizer
 
-TARGET_RATIO = 1.25
+TARGET_RATIO = 1.5
+LENGTH_TARGET_RATIO = 1.0
+MFU_TARGET = 0.6  # at the first (d256) shape
 BF16_TARGET_RATIO = 1.3
+LENGTHS = (128, 256, 512, 1024, 2048)
+LENGTH_TOKENS = 4096  # batch x length at every length, so rows differ only in how the tokens are cut
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -124,22 +130,46 @@ def make_step(loss_fn, cfg: GrugConfig, tx: optax.GradientTransformation):
     return jax.jit(step, donate_argnums=(0, 1))
 
 
-def seconds_per_step(loss_fn, shape: Shape, repeats: int) -> float:
+def compiled_step(loss_fn, shape: Shape):
+    """A warmed-up step and its state: step() runs one training step and waits for it."""
     cfg = shape.cfg
     tx = optimizer(1e-3, 1000, warmup_steps=10)
     params = init_parameters(cfg, jax.random.key(0))
-    opt_state = tx.init(params)
+    state = [params, tx.init(params)]
     tokens = jax.random.randint(jax.random.key(1), (shape.batch, cfg.max_seq_len + 1), 0, cfg.vocab_size)
     step = make_step(loss_fn, cfg, tx)
-    params, opt_state, loss = step(params, opt_state, tokens)  # compile and warm up
-    loss.block_until_ready()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        params, opt_state, loss = step(params, opt_state, tokens)
+
+    def run_once():
+        state[0], state[1], loss = step(state[0], state[1], tokens)
         loss.block_until_ready()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+
+    run_once()  # compile and warm up
+    return run_once
+
+
+def interleaved_tokens_per_s(variants: dict, rounds: int) -> dict[str, float]:
+    """{name: (loss_fn, shape)} -> {name: tokens/s}: each round runs one step of every variant in turn,
+    and each variant's figure is its median step, so drifting load shifts all of them alike."""
+    runs = {name: compiled_step(loss_fn, shape) for name, (loss_fn, shape) in variants.items()}
+    times = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, run_once in runs.items():
+            start = time.perf_counter()
+            run_once()
+            times[name].append(time.perf_counter() - start)
+    return {
+        name: shape.batch * shape.cfg.max_seq_len / statistics.median(times[name])
+        for name, (_, shape) in variants.items()
+    }
+
+
+def at_length(shape: Shape, length: int) -> Shape:
+    cfg = dataclasses.replace(shape.cfg, max_seq_len=length)
+    return Shape(f"T{length} B{LENGTH_TOKENS // length}", cfg, LENGTH_TOKENS // length)
+
+
+def verdict(value: float, target: float, shown: str) -> str:
+    return f"{'PASS' if value >= target else 'MISS'}: target >= {shown}"
 
 
 def matmul_peak(n: int = 1024, repeats: int = 10) -> float:
@@ -172,17 +202,11 @@ def bf16_matrix_units() -> list[str]:
     return [flag for flag in BF16_FLAGS if flag in flags]
 
 
-def bf16_verdict(ratio: float, units: list[str]) -> str:
-    if not units:
-        return "no target: no bf16 matrix units"
-    return f"{'PASS' if ratio >= BF16_TARGET_RATIO else 'MISS'}: target >= {BF16_TARGET_RATIO}x"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the small config only, fewer repeats")
+    parser.add_argument("--quick", action="store_true", help="the small shape and two lengths, fewer rounds")
     args = parser.parse_args()
-    shapes, repeats = (SHAPES[:1], 3) if args.quick else (SHAPES, 5)
+    shapes, lengths, rounds = (SHAPES[:1], LENGTHS[:2], 3) if args.quick else (SHAPES, LENGTHS, 5)
     peak = matmul_peak()
     units = bf16_matrix_units()
     print(
@@ -190,23 +214,33 @@ def main() -> None:
         f"measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s; "
         f"bf16 matrix units: {', '.join(units) if units else 'none (no avx512_bf16 or amx_bf16)'}"
     )
-    for shape in shapes:
-        tokens = shape.batch * shape.cfg.max_seq_len
-        grug = tokens / seconds_per_step(grug_loss, shape, repeats)
+    for index, shape in enumerate(shapes):
         bf16_shape = dataclasses.replace(shape, cfg=dataclasses.replace(shape.cfg, compute_dtype="bfloat16"))
-        bf16 = tokens / seconds_per_step(grug_loss, bf16_shape, repeats)
-        naive = tokens / seconds_per_step(naive_loss, shape, repeats)
-        flops = flops_per_token(shape.cfg)
-        mfu = lambda tps, flops=flops: tps * flops / peak
-        ratio = grug / naive
-        verdict = "PASS" if ratio >= TARGET_RATIO else "MISS"
+        variants = {"grug": (grug_loss, shape), "bf16": (grug_loss, bf16_shape), "naive": (naive_loss, shape)}
+        tps = interleaved_tokens_per_s(variants, rounds)
+        mfu = {name: value * flops_per_token(shape.cfg) / peak for name, value in tps.items()}
+        mfu_note = f" [{verdict(mfu['grug'], MFU_TARGET, f'{MFU_TARGET:.0%}')}]" if index == 0 else ""
+        ratio = tps["grug"] / tps["naive"]
         print(
-            f"{shape.name}: grug_core {grug:,.0f} tok/s (MFU {mfu(grug):.1%}), naive {naive:,.0f} tok/s "
-            f"(MFU {mfu(naive):.1%}), ratio {ratio:.2f}x  [{verdict}: target >= {TARGET_RATIO}x]"
+            f"{shape.name}: grug_core {tps['grug']:,.0f} tok/s (MFU {mfu['grug']:.1%}){mfu_note}, "
+            f"naive {tps['naive']:,.0f} tok/s (MFU {mfu['naive']:.1%}), "
+            f"ratio {ratio:.2f}x  [{verdict(ratio, TARGET_RATIO, f'{TARGET_RATIO}x')}]"
         )
+        bf16_ratio = tps["bf16"] / tps["grug"]
+        bf16_note = "no target: no bf16 matrix units"
+        if units:
+            bf16_note = verdict(bf16_ratio, BF16_TARGET_RATIO, f"{BF16_TARGET_RATIO}x")
         print(
-            f"{shape.name}: grug_core bf16 {bf16:,.0f} tok/s, fp32 {grug:,.0f} tok/s, "
-            f"ratio {bf16 / grug:.2f}x  [{bf16_verdict(bf16 / grug, units)}]"
+            f"{shape.name}: grug_core bf16 {tps['bf16']:,.0f} tok/s, fp32 {tps['grug']:,.0f} tok/s, "
+            f"ratio {bf16_ratio:.2f}x  [{bf16_note}]"
+        )
+    for length in lengths:
+        shape = at_length(SHAPES[0], length)
+        tps = interleaved_tokens_per_s({"grug": (grug_loss, shape), "naive": (naive_loss, shape)}, rounds)
+        ratio = tps["grug"] / tps["naive"]
+        print(
+            f"d256 L4 {shape.name}: grug_core {tps['grug']:,.0f} tok/s, naive {tps['naive']:,.0f} tok/s, "
+            f"ratio {ratio:.2f}x  [{verdict(ratio, LENGTH_TARGET_RATIO, f'{LENGTH_TARGET_RATIO}x')}]"
         )
 
 

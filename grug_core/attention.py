@@ -1,13 +1,17 @@
 # Axes: B batch, S query positions, T key positions (T == S except when the queries are the last S of T
 # keys), H query heads, K kv heads, G = H // K query heads per kv head, D head dim.
-"""Attention for the grugformer: the mask, rotary embeddings and two interchangeable attention paths.
+"""Attention for the grugformer: the mask, rotary embeddings and interchangeable attention kernels.
 
-`reference_attention` materialises all [B, K, G, S, T] scores at once. `blockwise_attention` is a
-flash-style online softmax that visits only the (query block, key block) pairs the causal / sliding-window
-structure can reach, so causal attention does about half the work and windowed attention O(S * W).
-Both agree to fp32 rounding, gradients included, and both return exact zeros for a query that sees no key.
-Gradients come from autodiff through the scan, which keeps one [bq, bk] probability block per visited pair
-for the backward pass: blockwise saves compute over the reference, not activation memory.
+- `reference_attention` materialises all [B, K, G, S, T] scores at once: the readable ground truth.
+- `dense_attention` gives the same result with a hand-written gradient that recomputes the probabilities
+  from the saved logsumexp (FlashAttention's backward on whole rows), and under a causal or window mask
+  runs each block of queries against only the keys it can reach. The default on CPU up to 2048 keys.
+- `blockwise_attention` is a flash-style online softmax in a scan over the (query block, key block)
+  pairs the band can reach; its program does not grow with the length. Its gradient comes from autodiff
+  through the scan, which keeps one [bq, bk] probability block per visited pair.
+- `cudnn_attention` (NVIDIA GPUs) and `splash_attention` (TPUs) hand the work to the platform's fused
+  kernel; `attention_kernel` picks among all of them once per shape and platform.
+All agree to rounding, gradients included, and return exact zeros for a query that sees no key.
 """
 
 from __future__ import annotations
@@ -21,7 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 
 DEFAULT_BLOCK = 512
-BLOCKWISE_MIN_LEN = 1024
+# Banded dense attention beat the blockwise scan at every length to 2048 on XLA:CPU (1.3-1.5x, 1024 and 2048
+# keys, bench/train_step.py); beyond, the scan keeps the program's size flat as the length grows.
+BLOCKWISE_MIN_LEN = 4096
+DENSE_BLOCK = 128  # queries per block of dense_attention under a causal / window mask
+SPLASH_BLOCK = 128  # splash attention's default block: sequences must be a multiple of it
 MASKED_SCORE = -1e30
 
 
@@ -154,6 +162,87 @@ def reference_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: Attentio
     return out.transpose(0, 3, 1, 2, 4).reshape(b, s, kh * g, d).astype(q.dtype)
 
 
+def _dense_scores(q_heads, k_heads, allowed):
+    """Scaled scores [B,K,G,S,T] fp32 with MASKED_SCORE where `allowed` (broadcastable to them) is False."""
+    scores = jnp.einsum("bkgsd,bktd->bkgst", q_heads, k_heads, preferred_element_type=jnp.float32)
+    return jnp.where(allowed, scores * (1.0 / math.sqrt(q_heads.shape[-1])), MASKED_SCORE)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _dense_heads(q_heads, k_heads, v_heads, allowed, rows_may_be_empty: bool):
+    return _dense_heads_fwd(q_heads, k_heads, v_heads, allowed, rows_may_be_empty)[0]
+
+
+def _dense_heads_fwd(q_heads, k_heads, v_heads, allowed, rows_may_be_empty):
+    """q [B,K,G,S,D], k/v [B,K,T,D] -> out [B,K,G,S,D] fp32, saving only the inputs, out and logsumexp."""
+    scores = _dense_scores(q_heads, k_heads, allowed)
+    row_max = scores.max(-1, keepdims=True)
+    probs = jnp.exp(scores - row_max)
+    if rows_may_be_empty:  # a row with no key has a uniform softmax over the fill; zero it
+        probs = probs * allowed
+    total = probs.sum(-1)
+    safe_total = jnp.where(total == 0.0, 1.0, total)
+    probs_c = probs.astype(v_heads.dtype)
+    out = jnp.einsum("bkgst,bktd->bkgsd", probs_c, v_heads, preferred_element_type=jnp.float32)
+    out = out / safe_total[..., None]
+    # An empty row gets logsumexp +inf, so the backward pass recomputes exact-zero probabilities for it.
+    lse = jnp.where(total == 0.0, jnp.inf, row_max[..., 0] + jnp.log(safe_total))
+    return out, (q_heads, k_heads, v_heads, allowed, out, lse)
+
+
+def _dense_heads_bwd(rows_may_be_empty, residuals, d_out):
+    """FlashAttention's backward on whole rows: recompute the probabilities from the saved logsumexp
+    instead of keeping [B,K,G,S,T] of them, then one pass forms d_scores."""
+    q_heads, k_heads, v_heads, allowed, out, lse = residuals
+    probs = jnp.exp(_dense_scores(q_heads, k_heads, allowed) - lse[..., None])
+    dtype = v_heads.dtype
+    d_out_c = d_out.astype(dtype)
+    d_v = jnp.einsum("bkgst,bkgsd->bktd", probs.astype(dtype), d_out_c, preferred_element_type=jnp.float32)
+    d_probs = jnp.einsum("bkgsd,bktd->bkgst", d_out_c, v_heads, preferred_element_type=jnp.float32)
+    row_dot = jnp.sum(d_out * out, axis=-1, keepdims=True)
+    d_scores = (probs * (d_probs - row_dot) * (1.0 / math.sqrt(q_heads.shape[-1]))).astype(dtype)
+    d_q = jnp.einsum("bkgst,bktd->bkgsd", d_scores, k_heads, preferred_element_type=jnp.float32)
+    d_k = jnp.einsum("bkgst,bkgsd->bktd", d_scores, q_heads, preferred_element_type=jnp.float32)
+    return d_q.astype(q_heads.dtype), d_k.astype(k_heads.dtype), d_v.astype(dtype), None
+
+
+_dense_heads.defvjp(_dense_heads_fwd, _dense_heads_bwd)
+
+
+def dense_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask, *, block_q: int | None = None
+) -> jax.Array:
+    """q [B,S,H,D], k/v [B,T,K,D] -> [B,S,H,D]: reference_attention's result with a hand-written gradient
+    that recomputes the probabilities (FlashAttention's backward, on whole rows) rather than storing
+    them. Under a causal or windowed mask, each block of block_q queries attends only to the keys it can
+    reach (the last of them its own), so causal attention over n blocks does (n + 1) / 2n of the work."""
+    b, s, t, kh, g, d = _check_shapes(q, k, v, mask)
+    banded = mask.is_causal or mask.sliding_window is not None
+    block_q = block_q or DENSE_BLOCK
+    if not banded or s % block_q or s <= block_q:
+        return _dense_block(q, k, v, mask)
+    outs = []
+    for first in range(0, s, block_q):
+        last_key = t - s + first + block_q  # one past the block's last query, as a key position
+        first_key = 0 if mask.sliding_window is None else max(0, last_key - block_q - mask.sliding_window + 1)
+        seg = None if mask.segment_ids is None else mask.segment_ids[:, first_key:last_key]
+        part = dataclasses.replace(mask, segment_ids=seg)
+        keys = slice(first_key, last_key)
+        outs.append(_dense_block(q[:, first : first + block_q], k[:, keys], v[:, keys], part))
+    return jnp.concatenate(outs, axis=1)
+
+
+def _dense_block(q, k, v, mask: AttentionMask) -> jax.Array:
+    b, s, t, kh, g, d = _check_shapes(q, k, v, mask)
+    q_heads = q.reshape(b, s, kh, g, d).transpose(0, 2, 3, 1, 4)
+    allowed = materialize(mask, s, t)
+    allowed = allowed[:, None, None] if allowed.ndim == 3 else allowed  # broadcasts to [B,K,G,S,T]
+    # Only segment ids (padding) can leave a query with no key; a band always keeps the query itself.
+    empty_rows = mask.segment_ids is not None
+    out = _dense_heads(q_heads, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), allowed, empty_rows)
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, s, kh * g, d).astype(q.dtype)
+
+
 def visible_blocks(
     mask: AttentionMask, q_len: int, k_len: int, block_q: int, block_k: int
 ) -> list[tuple[int, int]]:
@@ -226,16 +315,96 @@ def blockwise_attention(
     return out.transpose(1, 0, 4, 2, 3, 5).reshape(b, s, kh * g, d)
 
 
+def cudnn_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask, *, implementation: str = "cudnn"
+) -> jax.Array:
+    """q [B,S,H,D], k/v [B,S,K,D] -> [B,S,H,D] through jax.nn.dot_product_attention: cuDNN's fused kernel on
+    NVIDIA GPUs. Its causal mask is aligned top-left and it takes no segment ids, so attention_kernel picks
+    it only for S == T without them. implementation="xla" runs the same call anywhere (tests)."""
+    window = None if mask.sliding_window is None else (mask.sliding_window - 1, 0)
+    return jax.nn.dot_product_attention(
+        q,
+        k,
+        v,
+        is_causal=mask.is_causal or window is not None,
+        local_window_size=window,
+        implementation=implementation,
+    )
+
+
+def splash_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask, *, interpret: bool = False
+) -> jax.Array:
+    """q [B,S,H,D], k/v [B,T,K,D] -> [B,S,H,D] through Pallas splash attention (TPU), which skips the
+    blocks the causal / window band masks out; interpret=True runs the same kernel anywhere (tests)."""
+    # Imported here: Pallas is heavy and only a TPU run needs it.
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
+
+    b, s, t, kh, g, d = _check_shapes(q, k, v, mask)
+    offset = t - s  # queries are the last S of the T positions
+    if mask.sliding_window is not None:
+        band = masks.LocalMask((s, t), window_size=(mask.sliding_window - 1, 0), offset=offset)
+    elif mask.is_causal:
+        band = masks.CausalMask((s, t), offset=offset)
+    else:
+        band = masks.FullMask((s, t))
+    kernel = splash.make_splash_mha(
+        masks.MultiHeadMask([band] * (kh * g)), head_shards=1, q_seq_shards=1, interpret=interpret
+    )
+    seg = mask.segment_ids
+    # Splash takes q pre-scaled and heads-major per example, and vmaps over the batch.
+    q_heads = (q * (1.0 / math.sqrt(d))).astype(q.dtype).transpose(0, 2, 1, 3)
+    k_heads, v_heads = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+    if seg is None:
+        out = jax.vmap(kernel)(q_heads, k_heads, v_heads)
+    else:
+        ids = jax.vmap(splash.SegmentIds)(seg[:, offset:], seg)
+        out = jax.vmap(lambda q, k, v, ids: kernel(q, k, v, segment_ids=ids))(q_heads, k_heads, v_heads, ids)
+    out = out.transpose(0, 2, 1, 3)
+    if seg is None:
+        return out
+    # Padding (a negative id) shares its id with other padding, so splash lets it see padding keys; grug's
+    # mask says it sees nothing, which the zeros below restore (real queries never see a padding key).
+    return jnp.where((seg[:, offset:] >= 0)[:, :, None, None], out, 0).astype(q.dtype)
+
+
+def attention_kernel(
+    mask: AttentionMask, q_len: int, k_len: int, head_dim: int, dtype, platform: str | None = None
+) -> str:
+    """The kernel `attention` runs by default for these shapes on `platform` (JAX's default backend when
+    None): cuDNN's fused kernel on NVIDIA GPUs and splash attention on TPUs where they take the mask and
+    shapes; elsewhere "dense" (whole rows, banded query blocks) up to BLOCKWISE_MIN_LEN keys, "blockwise"
+    beyond. Every run record names the choice."""
+    platform = platform or jax.default_backend()
+    low_precision = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    if platform == "gpu" and low_precision and mask.segment_ids is None and q_len == k_len:
+        if head_dim % 8 == 0 and head_dim <= 128:  # cuDNN's flash kernel's head dims
+            return "cudnn"
+    if platform == "tpu" and q_len % SPLASH_BLOCK == 0 and k_len % SPLASH_BLOCK == 0:
+        return "splash"
+    fits_blocks = q_len % DEFAULT_BLOCK == 0 and k_len % DEFAULT_BLOCK == 0
+    return "blockwise" if k_len >= BLOCKWISE_MIN_LEN and fits_blocks else "dense"
+
+
 def attention(
     q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask, *, implementation: str | None = None
 ) -> jax.Array:
-    """q [B,S,H,D], k/v [B,T,K,D] -> [B,S,H,D] in q.dtype. implementation: None, "reference", "blockwise"."""
-    s, t = q.shape[1], k.shape[1]
-    if implementation is None:
-        fits_blocks = s % DEFAULT_BLOCK == 0 and t % DEFAULT_BLOCK == 0
-        implementation = "blockwise" if t >= BLOCKWISE_MIN_LEN and fits_blocks else "reference"
-    if implementation == "reference":
-        return reference_attention(q, k, v, mask)
+    """q [B,S,H,D], k/v [B,T,K,D] -> [B,S,H,D] in q.dtype. implementation: None (attention_kernel's choice
+    for this platform), "cudnn", "splash", "dense", "blockwise" or "reference"."""
+    s, t, d = q.shape[1], k.shape[1], q.shape[3]
+    implementation = implementation or attention_kernel(mask, s, t, d, q.dtype)
+    if implementation == "cudnn":
+        return cudnn_attention(q, k, v, mask)
+    if implementation == "splash":
+        return splash_attention(q, k, v, mask)
+    if implementation == "dense":
+        return dense_attention(q, k, v, mask)
     if implementation == "blockwise":
         return blockwise_attention(q, k, v, mask)
-    raise ValueError(f"implementation={implementation!r} is unknown; use None, 'reference' or 'blockwise'.")
+    if implementation == "reference":
+        return reference_attention(q, k, v, mask)
+    raise ValueError(
+        f"implementation={implementation!r} is unknown; use None, 'cudnn', 'splash', 'dense', 'blockwise' "
+        "or 'reference'."
+    )

@@ -167,14 +167,44 @@ def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
     return (normed * weight).astype(x.dtype)
 
 
+@jax.custom_vjp
+def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+    """x [N, I] @ w [I, O] -> fp32 [N, O]: the operands in x's dtype (w is cast on use), the sum in fp32.
+
+    XLA:CPU runs a bf16 dot on the CPU's bf16 units (AMX, AVX512-BF16) only when it sums into fp32:
+    asked for a bf16 result it converts both operands to fp32 first, and bf16 gained nothing. Returning
+    the fp32 sum also lets the caller round once, after its elementwise work (or never, for the residual
+    stream). The gradient is written out so that d_w reaches the fp32 parameter without a bf16 rounding
+    and d_x takes the fast layout (bench/train_step.py: bf16 steps went from 0.95-1.1x to 1.4-1.6x fp32's).
+    """
+    return jnp.dot(x, w.astype(x.dtype), preferred_element_type=jnp.float32)
+
+
+def _matmul_fwd(x, w):
+    return matmul(x, w), (x, w)
+
+
+def _matmul_bwd(residuals, g):
+    x, w = residuals
+    # Both gradient dots take operands in x's dtype and sum in fp32, like the forward one; d_w stays fp32
+    # for the fp32 parameter. d_x contracts g's last dim with w's, the layout XLA:CPU's fast dot takes.
+    g, w_c = g.astype(x.dtype), w.astype(x.dtype)
+    d_x = jax.lax.dot_general(g, w_c, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+    d_w = jnp.dot(x.T, g, preferred_element_type=jnp.float32)
+    return d_x.astype(x.dtype), d_w.astype(w.dtype)
+
+
+matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
 def mlp(params: BlockParams, x: jax.Array) -> jax.Array:
+    """x [B, S, M] in the compute dtype -> fp32 [B, S, M], the residual branch."""
     # Dots on [B*S, M] rather than [B, S, M]: XLA:CPU runs this MLP's forward and backward ~1.5x faster
     # (bench/train_step.py), and the reshape is free on every backend.
     tokens = x.reshape(-1, x.shape[-1])
-    # The weights follow the activations' dtype, so the caller's compute dtype sets the matmul precision.
-    w_gate, w_up, w_down = (w.astype(x.dtype) for w in (params.w_gate, params.w_up, params.w_down))
-    hidden = jax.nn.silu(tokens @ w_gate) * (tokens @ w_up)  # [B*S, F]
-    return (hidden @ w_down).reshape(x.shape)
+    # The gate works on the fp32 sums and rounds once, to the compute dtype of the down projection.
+    hidden = (jax.nn.silu(matmul(tokens, params.w_gate)) * matmul(tokens, params.w_up)).astype(x.dtype)
+    return matmul(hidden, params.w_down).reshape(x.shape)
 
 
 def block(
@@ -182,15 +212,16 @@ def block(
 ) -> jax.Array:
     B, S, M = x.shape
     H, K, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    # Matmul inputs are cast to compute_dtype on use; the residual stream x stays fp32, so the
-    # additions below promote each bf16 branch back to fp32 (autocast's rule).
-    attn = jax.tree.map(lambda w: w.astype(cfg.compute_dtype), params.attn)
-    h = rms_norm(x, params.attn_norm, cfg.norm_eps).astype(cfg.compute_dtype).reshape(B * S, M)  # see mlp
-    q = apply_rotary((h @ attn.w_q.reshape(M, H * D)).reshape(B, S, H, D), positions, cfg.rope_theta)
-    k = apply_rotary((h @ attn.w_k.reshape(M, K * D)).reshape(B, S, K, D), positions, cfg.rope_theta)
-    v = (h @ attn.w_v.reshape(M, K * D)).reshape(B, S, K, D)
-    attended = attention(q, k, v, mask).reshape(B * S, H * D)
-    x = x + (attended @ attn.w_o.reshape(H * D, M)).reshape(B, S, M)
+    # Matmul operands are in compute_dtype and their sums fp32; the residual stream x stays fp32, so each
+    # branch is added in fp32 (autocast's rule).
+    attn, dtype = params.attn, cfg.compute_dtype
+    h = rms_norm(x, params.attn_norm, cfg.norm_eps).astype(dtype).reshape(B * S, M)  # see mlp
+    # matmul returns fp32 sums: rotary works in fp32 anyway, so q and k are rounded once, after it.
+    q = apply_rotary(matmul(h, attn.w_q.reshape(M, H * D)).reshape(B, S, H, D), positions, cfg.rope_theta)
+    k = apply_rotary(matmul(h, attn.w_k.reshape(M, K * D)).reshape(B, S, K, D), positions, cfg.rope_theta)
+    v = matmul(h, attn.w_v.reshape(M, K * D)).reshape(B, S, K, D)
+    attended = attention(q.astype(dtype), k.astype(dtype), v.astype(dtype), mask).reshape(B * S, H * D)
+    x = x + matmul(attended, attn.w_o.reshape(H * D, M)).reshape(B, S, M)
     x = constrain_activations(x)
     x = x + mlp(params, rms_norm(x, params.mlp_norm, cfg.norm_eps).astype(cfg.compute_dtype))
     return constrain_activations(x)
