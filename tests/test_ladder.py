@@ -95,7 +95,7 @@ def test_compare_prints_the_multiplier_and_the_trend_across_sizes(tmp_path):
 def test_promote_reads_the_ladder_at_its_largest_size(tmp_path, multiplier, refused):
     root = make_repo(tmp_path)
     path = new_experiment(root, IDEA, "--bucket", "mlp")
-    path.write_text(path.read_text().replace("jax.nn.silu(tokens @ w_gate)", "jax.nn.gelu(tokens @ w_gate)"))
+    path.write_text(path.read_text().replace("jax.nn.silu(", "jax.nn.gelu(", 1))
     commit_all(root, "idea")
     record_ladder(root, multiplier)
     result = _invoke(root, ["promote", IDEA, "--dry-run"])

@@ -183,6 +183,7 @@ def build_record(
         "host": results.get("host"),
         "shared_host": shared_host,
         "mesh": results.get("mesh"),
+        "attention_kernel": results.get("attention_kernel"),
         "metrics": {
             "steps": results["steps"],
             "tokens": results["tokens"],

@@ -43,12 +43,14 @@ import numpy as np
 import optax
 
 from grug_core.attention import (
-    BLOCKWISE_MIN_LEN,
-    DEFAULT_BLOCK,
     AttentionMask,
     apply_rotary,
+    attention_kernel,
     blockwise_attention,
+    cudnn_attention,
+    dense_attention,
     reference_attention,
+    splash_attention,
 )
 from grug_core.checkpoint import (
     CheckpointError,
@@ -60,7 +62,7 @@ from grug_core.checkpoint import (
 )
 from grug_core.data import CorpusMissing, Dataset, bytes_covered, eval_windows, open_dataset, train_batches
 from grug_core.loss import blockwise_cross_entropy, split_into_blocks
-from grug_core.model import BlockParams, GrugConfig, GrugParams, init_parameters, parameter_specs
+from grug_core.model import BlockParams, GrugConfig, GrugParams, init_parameters, matmul, parameter_specs
 from grug_core.sharding import (
     check_placement,
     constrain_activations,
@@ -228,16 +230,24 @@ SMOKE = SpeedrunConfig(
 def attention(
     q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask, *, implementation: str | None = None
 ) -> jax.Array:
-    """q [B,S,H,D], k/v [B,T,K,D] -> [B,S,H,D] in q.dtype. implementation: None, "reference", "blockwise"."""
-    s, t = q.shape[1], k.shape[1]
-    if implementation is None:
-        fits_blocks = s % DEFAULT_BLOCK == 0 and t % DEFAULT_BLOCK == 0
-        implementation = "blockwise" if t >= BLOCKWISE_MIN_LEN and fits_blocks else "reference"
-    if implementation == "reference":
-        return reference_attention(q, k, v, mask)
+    """q [B,S,H,D], k/v [B,T,K,D] -> [B,S,H,D] in q.dtype. implementation: None (attention_kernel's choice
+    for this platform), "cudnn", "splash", "dense", "blockwise" or "reference"."""
+    s, t, d = q.shape[1], k.shape[1], q.shape[3]
+    implementation = implementation or attention_kernel(mask, s, t, d, q.dtype)
+    if implementation == "cudnn":
+        return cudnn_attention(q, k, v, mask)
+    if implementation == "splash":
+        return splash_attention(q, k, v, mask)
+    if implementation == "dense":
+        return dense_attention(q, k, v, mask)
     if implementation == "blockwise":
         return blockwise_attention(q, k, v, mask)
-    raise ValueError(f"implementation={implementation!r} is unknown; use None, 'reference' or 'blockwise'.")
+    if implementation == "reference":
+        return reference_attention(q, k, v, mask)
+    raise ValueError(
+        f"implementation={implementation!r} is unknown; use None, 'cudnn', 'splash', 'dense', 'blockwise' "
+        "or 'reference'."
+    )
 
 
 def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
@@ -248,13 +258,13 @@ def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
 
 
 def mlp(params: BlockParams, x: jax.Array) -> jax.Array:
+    """x [B, S, M] in the compute dtype -> fp32 [B, S, M], the residual branch."""
     # Dots on [B*S, M] rather than [B, S, M]: XLA:CPU runs this MLP's forward and backward ~1.5x faster
     # (bench/train_step.py), and the reshape is free on every backend.
     tokens = x.reshape(-1, x.shape[-1])
-    # The weights follow the activations' dtype, so the caller's compute dtype sets the matmul precision.
-    w_gate, w_up, w_down = (w.astype(x.dtype) for w in (params.w_gate, params.w_up, params.w_down))
-    hidden = jax.nn.silu(tokens @ w_gate) * (tokens @ w_up)  # [B*S, F]
-    return (hidden @ w_down).reshape(x.shape)
+    # The gate works on the fp32 sums and rounds once, to the compute dtype of the down projection.
+    hidden = (jax.nn.silu(matmul(tokens, params.w_gate)) * matmul(tokens, params.w_up)).astype(x.dtype)
+    return matmul(hidden, params.w_down).reshape(x.shape)
 
 
 def block(
@@ -262,15 +272,16 @@ def block(
 ) -> jax.Array:
     B, S, M = x.shape
     H, K, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    # Matmul inputs are cast to compute_dtype on use; the residual stream x stays fp32, so the
-    # additions below promote each bf16 branch back to fp32 (autocast's rule).
-    attn = jax.tree.map(lambda w: w.astype(cfg.compute_dtype), params.attn)
-    h = rms_norm(x, params.attn_norm, cfg.norm_eps).astype(cfg.compute_dtype).reshape(B * S, M)  # see mlp
-    q = apply_rotary((h @ attn.w_q.reshape(M, H * D)).reshape(B, S, H, D), positions, cfg.rope_theta)
-    k = apply_rotary((h @ attn.w_k.reshape(M, K * D)).reshape(B, S, K, D), positions, cfg.rope_theta)
-    v = (h @ attn.w_v.reshape(M, K * D)).reshape(B, S, K, D)
-    attended = attention(q, k, v, mask).reshape(B * S, H * D)
-    x = x + (attended @ attn.w_o.reshape(H * D, M)).reshape(B, S, M)
+    # Matmul operands are in compute_dtype and their sums fp32; the residual stream x stays fp32, so each
+    # branch is added in fp32 (autocast's rule).
+    attn, dtype = params.attn, cfg.compute_dtype
+    h = rms_norm(x, params.attn_norm, cfg.norm_eps).astype(dtype).reshape(B * S, M)  # see mlp
+    # matmul returns fp32 sums: rotary works in fp32 anyway, so q and k are rounded once, after it.
+    q = apply_rotary(matmul(h, attn.w_q.reshape(M, H * D)).reshape(B, S, H, D), positions, cfg.rope_theta)
+    k = apply_rotary(matmul(h, attn.w_k.reshape(M, K * D)).reshape(B, S, K, D), positions, cfg.rope_theta)
+    v = matmul(h, attn.w_v.reshape(M, K * D)).reshape(B, S, K, D)
+    attended = attention(q.astype(dtype), k.astype(dtype), v.astype(dtype), mask).reshape(B * S, H * D)
+    x = x + matmul(attended, attn.w_o.reshape(H * D, M)).reshape(B, S, M)
     x = constrain_activations(x)
     x = x + mlp(params, rms_norm(x, params.mlp_norm, cfg.norm_eps).astype(cfg.compute_dtype))
     return constrain_activations(x)
@@ -518,6 +529,9 @@ def train(
 
     total_tokens = cfg.steps * tokens_per_step
     val_loss = curve[-1]["val_loss"]
+    # The attention kernel forward() ran on this platform: cuDNN, splash, dense or blockwise.
+    causal, model = AttentionMask(is_causal=True), cfg.model
+    kernel = attention_kernel(causal, cfg.seq_len, cfg.seq_len, model.head_dim, model.compute_dtype)
     return {
         "steps": cfg.steps,
         "tokens": total_tokens,
@@ -538,6 +552,7 @@ def train(
         "curve": curve,
         "train_curve": train_curve,
         "data": data.record() | {"eval_tokens": eval_tokens, "eval_bytes": eval_bytes},
+        "attention_kernel": kernel,
         "checkpoint": None if ckpt is None else {"dir": str(ckpt.folder), "step": saved},
         "resumed_from": start or None,
     }
