@@ -217,29 +217,27 @@ def dense_attention(
     them. Under a causal or windowed mask, each block of block_q queries attends only to the keys it can
     reach (the last of them its own), so causal attention over n blocks does (n + 1) / 2n of the work."""
     b, s, t, kh, g, d = _check_shapes(q, k, v, mask)
-    banded = mask.is_causal or mask.sliding_window is not None
     block_q = block_q or DENSE_BLOCK
-    if not banded or s % block_q or s <= block_q:
-        return _dense_block(q, k, v, mask)
-    outs = []
-    for first in range(0, s, block_q):
-        last_key = t - s + first + block_q  # one past the block's last query, as a key position
-        first_key = 0 if mask.sliding_window is None else max(0, last_key - block_q - mask.sliding_window + 1)
-        seg = None if mask.segment_ids is None else mask.segment_ids[:, first_key:last_key]
-        part = dataclasses.replace(mask, segment_ids=seg)
-        keys = slice(first_key, last_key)
-        outs.append(_dense_block(q[:, first : first + block_q], k[:, keys], v[:, keys], part))
-    return jnp.concatenate(outs, axis=1)
-
-
-def _dense_block(q, k, v, mask: AttentionMask) -> jax.Array:
-    b, s, t, kh, g, d = _check_shapes(q, k, v, mask)
-    q_heads = q.reshape(b, s, kh, g, d).transpose(0, 2, 3, 1, 4)
+    if not (mask.is_causal or mask.sliding_window is not None) or s % block_q or s <= block_q:
+        block_q = s
+    # Heads-major once for the whole sequence: the blocks below take views of it, not copies.
+    q_heads = q.reshape(b, s, kh, g, d).transpose(0, 2, 3, 1, 4)  # [B,K,G,S,D]
+    k_heads, v_heads = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B,K,T,D]
     allowed = materialize(mask, s, t)
     allowed = allowed[:, None, None] if allowed.ndim == 3 else allowed  # broadcasts to [B,K,G,S,T]
     # Only segment ids (padding) can leave a query with no key; a band always keeps the query itself.
     empty_rows = mask.segment_ids is not None
-    out = _dense_heads(q_heads, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), allowed, empty_rows)
+    outs = []
+    for first in range(0, s, block_q):
+        last_key = t - s + first + block_q  # one past the block's last query, as a key position
+        first_key = 0
+        if mask.sliding_window is not None and block_q < s:
+            first_key = max(0, last_key - block_q - mask.sliding_window + 1)
+        rows, keys = slice(first, first + block_q), slice(first_key, last_key)
+        block_allowed = allowed[..., rows, keys]
+        args = q_heads[:, :, :, rows], k_heads[:, :, keys], v_heads[:, :, keys], block_allowed, empty_rows
+        outs.append(_dense_heads(*args))
+    out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=3)
     return out.transpose(0, 3, 1, 2, 4).reshape(b, s, kh * g, d).astype(q.dtype)
 
 

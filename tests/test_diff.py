@@ -392,23 +392,19 @@ def test_unknown_ids_and_buckets_are_one_sentence_exit_2(repo):
     assert result.exit_code == 2 and "no origin" in result.output
 
 
-def test_diff_is_fast_and_never_imports_jax():
-    """A fresh interpreter on this repository: diff and new --dry-run never load a jax module, and diff
-    (imports of grugctl and its libraries included) takes well under 0.5 s; the bound is loose for CI."""
+def test_diff_and_new_never_import_jax():
+    """A fresh interpreter on this repository: diff and new --dry-run never load a jax module. (How long
+    they take is a benchmark's question, not a test's: a timed bound flakes on a loaded machine.)"""
     probe = (
-        "import sys, time\n"
-        "t = time.perf_counter()\n"
+        "import sys\n"
         "from grugctl.cli import app\n"
         "try:\n    app(['diff', 'grugformer-starter'])\n"
         "except SystemExit:\n    pass\n"
-        "seconds = time.perf_counter() - t\n"
         "try:\n    app(['new', 'no-jax-probe', '--purpose', 'Probe.', '--dry-run'])\n"
         "except SystemExit:\n    pass\n"
         "jax = any(m == 'jax' or m.startswith('jax.') for m in sys.modules)\n"
-        "print('JAX' if jax else 'nojax', seconds, file=sys.stderr)\n"
+        "print('JAX' if jax else 'nojax', file=sys.stderr)\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    verdict, seconds = result.stderr.split()[-2:]
-    assert verdict == "nojax", result.stderr
-    assert float(seconds) < 1.0, result.stderr
+    assert result.stderr.split()[-1] == "nojax", result.stderr
