@@ -5,7 +5,8 @@
 - `reference_attention` materialises all [B, K, G, S, T] scores at once: the readable ground truth.
 - `dense_attention` gives the same result with a hand-written gradient that recomputes the probabilities
   from the saved logsumexp (FlashAttention's backward on whole rows), and under a causal or window mask
-  runs each block of queries against only the keys it can reach. The default on CPU up to 2048 keys.
+  runs each block of queries against only the keys it can reach. The default below 4096 keys where no
+  fused kernel applies.
 - `blockwise_attention` is a flash-style online softmax in a scan over the (query block, key block)
   pairs the band can reach; its program does not grow with the length. Its gradient comes from autodiff
   through the scan, which keeps one [bq, bk] probability block per visited pair.
@@ -23,6 +24,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec
 
 DEFAULT_BLOCK = 512
 # Banded dense attention beat the blockwise scan at every length to 2048 on XLA:CPU (1.3-1.5x, 1024 and 2048
@@ -335,36 +337,50 @@ def splash_attention(
 ) -> jax.Array:
     """q [B,S,H,D], k/v [B,T,K,D] -> [B,S,H,D] through Pallas splash attention (TPU), which skips the
     blocks the causal / window band masks out; interpret=True runs the same kernel anywhere (tests)."""
+    _check_shapes(q, k, v, mask)
+    band = dataclasses.replace(mask, segment_ids=None)
+    seg = mask.segment_ids
+    local = lambda q, k, v, *seg: _splash_local(q, k, v, seg[0] if seg else None, band, interpret)
+    args = (q, k, v) if seg is None else (q, k, v, seg)
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return local(*args)
+    # XLA cannot partition a Pallas kernel: each device runs it on its own batch rows ("data") and heads
+    # ("model"), as parameter_specs splits them. The kv heads must divide the model axis (they do for
+    # the parameters already).
+    heads = PartitionSpec("data", None, "model", None)
+    specs = (heads,) * 3 + (() if seg is None else (PartitionSpec("data", None),))
+    # check_vma=False: the kernel's outputs carry no note of which mesh axes they vary over.
+    return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=heads, check_vma=False)(*args)
+
+
+def _splash_local(q, k, v, seg, band: AttentionMask, interpret: bool) -> jax.Array:
+    """splash_attention on one device's arrays; `band` holds the mask without its segment ids."""
     # Imported here: Pallas is heavy and only a TPU run needs it.
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
 
-    b, s, t, kh, g, d = _check_shapes(q, k, v, mask)
+    s, t, h, d = q.shape[1], k.shape[1], q.shape[2], q.shape[3]
     offset = t - s  # queries are the last S of the T positions
-    if mask.sliding_window is not None:
-        band = masks.LocalMask((s, t), window_size=(mask.sliding_window - 1, 0), offset=offset)
-    elif mask.is_causal:
-        band = masks.CausalMask((s, t), offset=offset)
+    if band.sliding_window is not None:
+        shape = masks.LocalMask((s, t), window_size=(band.sliding_window - 1, 0), offset=offset)
+    elif band.is_causal:
+        shape = masks.CausalMask((s, t), offset=offset)
     else:
-        band = masks.FullMask((s, t))
+        shape = masks.FullMask((s, t))
     kernel = splash.make_splash_mha(
-        masks.MultiHeadMask([band] * (kh * g)), head_shards=1, q_seq_shards=1, interpret=interpret
+        masks.MultiHeadMask([shape] * h), head_shards=1, q_seq_shards=1, interpret=interpret
     )
-    seg = mask.segment_ids
     # Splash takes q pre-scaled and heads-major per example, and vmaps over the batch.
     q_heads = (q * (1.0 / math.sqrt(d))).astype(q.dtype).transpose(0, 2, 1, 3)
     k_heads, v_heads = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
     if seg is None:
-        out = jax.vmap(kernel)(q_heads, k_heads, v_heads)
-    else:
-        ids = jax.vmap(splash.SegmentIds)(seg[:, offset:], seg)
-        out = jax.vmap(lambda q, k, v, ids: kernel(q, k, v, segment_ids=ids))(q_heads, k_heads, v_heads, ids)
-    out = out.transpose(0, 2, 1, 3)
-    if seg is None:
-        return out
+        return jax.vmap(kernel)(q_heads, k_heads, v_heads).transpose(0, 2, 1, 3)
+    ids = jax.vmap(splash.SegmentIds)(seg[:, offset:], seg)
+    out = jax.vmap(lambda q, k, v, ids: kernel(q, k, v, segment_ids=ids))(q_heads, k_heads, v_heads, ids)
     # Padding (a negative id) shares its id with other padding, so splash lets it see padding keys; grug's
     # mask says it sees nothing, which the zeros below restore (real queries never see a padding key).
-    return jnp.where((seg[:, offset:] >= 0)[:, :, None, None], out, 0).astype(q.dtype)
+    return jnp.where((seg[:, offset:] >= 0)[:, :, None, None], out.transpose(0, 2, 1, 3), 0).astype(q.dtype)
 
 
 def attention_kernel(

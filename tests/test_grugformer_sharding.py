@@ -28,7 +28,7 @@ def test_sharding_and_the_starter_on_a_4x2_mesh_of_8_forced_cpu_devices():
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert "11 passed" in result.stdout, result.stdout[-3000:]
+    assert "12 passed" in result.stdout, result.stdout[-3000:]
 
 
 def test_mesh_flag_parses_and_names_the_expected_form():

@@ -86,3 +86,26 @@ def test_non_dividing_mesh_fails_with_the_parameter_dimension_and_axis():
 def test_mesh_of_the_wrong_size_fails_loudly():
     with pytest.raises(ValueError, match="needs 6 devices but 8"):
         make_mesh(data=3, model=2)
+
+
+def test_splash_attention_runs_per_shard_under_a_mesh_and_matches_one_device():
+    """Pallas kernels are opaque to XLA's partitioner, so splash_attention runs them through shard_map:
+    batch over "data", heads over "model". Pallas' interpreter stands in for the TPU."""
+    from grug_core.attention import AttentionMask, reference_attention, splash_attention
+
+    rng = np.random.default_rng(0)
+    q = jnp.asarray(rng.standard_normal((4, 128, 4, 16), np.float32))
+    k, v = (jnp.asarray(rng.standard_normal((4, 128, 2, 16), np.float32)) for _ in range(2))
+    segments = np.repeat(np.array([[0, 1]]), 64, axis=1).repeat(4, axis=0).astype(np.int32)
+    segments[1, -8:] = -1  # padding: exact zeros
+    mask = AttentionMask(is_causal=True, segment_ids=jnp.asarray(segments))
+    expected = jax.jit(lambda q, k, v: reference_attention(q, k, v, mask))(q, k, v)
+
+    mesh = make_mesh(data=4, model=2)
+    spec = NamedSharding(mesh, PartitionSpec("data", None, "model", None))
+    q, k, v = (jax.device_put(x, spec) for x in (q, k, v))
+    with jax.set_mesh(mesh):
+        out = jax.jit(lambda q, k, v: splash_attention(q, k, v, mask, interpret=True))(q, k, v)
+    assert out.sharding.spec[0] == "data"
+    np.testing.assert_allclose(out, expected, atol=2e-5)
+    assert not np.asarray(out[1, -8:]).any()
