@@ -217,12 +217,14 @@ def dense_attention(
     """q [B,S,H,D], k/v [B,T,K,D] -> [B,S,H,D]: reference_attention's result with a hand-written gradient
     that recomputes the probabilities (FlashAttention's backward, on whole rows) rather than storing
     them. Under a causal or windowed mask, each block of block_q queries attends only to the keys it can
-    reach (the last of them its own), so causal attention over n blocks does (n + 1) / 2n of the work."""
+    reach (the last of them its own): causal attention over n blocks with T == S does (n + 1) / 2n of
+    the work, a window less. Each block saves its own key/value prefix for the backward pass, about
+    (n + 1) / 2 copies of k and v in all, still far less than the probabilities autodiff would keep."""
     b, s, t, kh, g, d = _check_shapes(q, k, v, mask)
     block_q = block_q or DENSE_BLOCK
     if not (mask.is_causal or mask.sliding_window is not None) or s % block_q or s <= block_q:
         block_q = s
-    # Heads-major once for the whole sequence: the blocks below take views of it, not copies.
+    # Heads-major once for the whole sequence rather than once per block (fewer transposes).
     q_heads = q.reshape(b, s, kh, g, d).transpose(0, 2, 3, 1, 4)  # [B,K,G,S,D]
     k_heads, v_heads = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B,K,T,D]
     allowed = materialize(mask, s, t)
@@ -321,6 +323,12 @@ def cudnn_attention(
     """q [B,S,H,D], k/v [B,S,K,D] -> [B,S,H,D] through jax.nn.dot_product_attention: cuDNN's fused kernel on
     NVIDIA GPUs. Its causal mask is aligned top-left and it takes no segment ids, so attention_kernel picks
     it only for S == T without them. implementation="xla" runs the same call anywhere (tests)."""
+    _check_shapes(q, k, v, mask)
+    if mask.segment_ids is not None or k.shape[1] != q.shape[1]:
+        raise ValueError(
+            "cudnn_attention takes neither segment ids nor fewer queries than keys (its causal mask is "
+            "aligned top-left); use implementation=None to let attention_kernel choose."
+        )
     window = None if mask.sliding_window is None else (mask.sliding_window - 1, 0)
     return jax.nn.dot_product_attention(
         q,
@@ -346,7 +354,7 @@ def splash_attention(
     if mesh.empty:
         return local(*args)
     # XLA cannot partition a Pallas kernel: each device runs it on its own batch rows ("data") and heads
-    # ("model"), as parameter_specs splits them. The kv heads must divide the model axis (they do for
+    # ("model"), as parameter_specs splits them. The model axis must divide the kv heads (it does for
     # the parameters already).
     heads = PartitionSpec("data", None, "model", None)
     specs = (heads,) * 3 + (() if seg is None else (PartitionSpec("data", None),))
@@ -372,7 +380,7 @@ def _splash_local(q, k, v, seg, band: AttentionMask, interpret: bool) -> jax.Arr
         masks.MultiHeadMask([shape] * h), head_shards=1, q_seq_shards=1, interpret=interpret
     )
     # Splash takes q pre-scaled and heads-major per example, and vmaps over the batch.
-    q_heads = (q * (1.0 / math.sqrt(d))).astype(q.dtype).transpose(0, 2, 1, 3)
+    q_heads = (q.astype(jnp.float32) * (1.0 / math.sqrt(d))).astype(q.dtype).transpose(0, 2, 1, 3)
     k_heads, v_heads = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
     if seg is None:
         return jax.vmap(kernel)(q_heads, k_heads, v_heads).transpose(0, 2, 1, 3)
@@ -383,16 +391,27 @@ def _splash_local(q, k, v, seg, band: AttentionMask, interpret: bool) -> jax.Arr
     return jnp.where((seg[:, offset:] >= 0)[:, :, None, None], out.transpose(0, 2, 1, 3), 0).astype(q.dtype)
 
 
+def accelerator() -> str:
+    """This process's platform as attention_kernel reads it: "cuda" for an NVIDIA GPU that runs cuDNN's
+    flash kernel (compute capability 8.0 or newer), else jax's platform name ("gpu", "tpu", "cpu")."""
+    device = jax.devices()[0]
+    try:
+        capability = float(getattr(device, "compute_capability", 0) or 0)
+    except ValueError:  # ROCm names its architecture here ("gfx90a"): not a CUDA device
+        capability = 0.0
+    return "cuda" if device.platform == "gpu" and capability >= 8.0 else device.platform
+
+
 def attention_kernel(
     mask: AttentionMask, q_len: int, k_len: int, head_dim: int, dtype, platform: str | None = None
 ) -> str:
-    """The kernel `attention` runs by default for these shapes on `platform` (JAX's default backend when
-    None): cuDNN's fused kernel on NVIDIA GPUs and splash attention on TPUs where they take the mask and
-    shapes; elsewhere "dense" (whole rows, banded query blocks) up to BLOCKWISE_MIN_LEN keys, "blockwise"
-    beyond. Every run record names the choice."""
-    platform = platform or jax.default_backend()
+    """The kernel `attention` runs by default for these shapes on `platform` ("cuda", "tpu", "cpu", ...;
+    this process's accelerator() when None): cuDNN's fused kernel on NVIDIA GPUs and splash attention on
+    TPUs where they take the mask and shapes; elsewhere "dense" (banded query blocks) below
+    BLOCKWISE_MIN_LEN keys, "blockwise" from there. Every run record names the choice."""
+    platform = platform or accelerator()
     low_precision = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-    if platform == "gpu" and low_precision and mask.segment_ids is None and q_len == k_len:
+    if platform == "cuda" and low_precision and mask.segment_ids is None and q_len == k_len:
         if head_dim % 8 == 0 and head_dim <= 128:  # cuDNN's flash kernel's head dims
             return "cudnn"
     if platform == "tpu" and q_len % SPLASH_BLOCK == 0 and k_len % SPLASH_BLOCK == 0:

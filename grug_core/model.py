@@ -138,7 +138,7 @@ def init_parameters(cfg: GrugConfig, key: jax.Array) -> GrugParams:
 
 def parameter_specs(cfg: GrugConfig) -> GrugParams:
     """Where each parameter lives: matrices are FSDP-sharded over "data" on their model dim and
-    tensor-parallel over "model" on heads / F / V, so kv heads, F and V must divide the model axis."""
+    tensor-parallel over "model" on heads / F / V, so the model axis must divide kv heads, F and V."""
     block_spec = BlockParams(
         attn_norm=P(),
         attn=AttentionParams(
@@ -177,6 +177,8 @@ def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
     stream). The gradient is written out so that d_w reaches the fp32 parameter without a bf16 rounding
     and d_x takes the fast layout (bench/train_step.py: bf16 steps went from 0.95-1.1x to 1.4-1.6x fp32's).
     """
+    if x.ndim != 2 or w.ndim != 2:
+        raise ValueError(f"matmul takes x [N, I] and w [I, O]; got {x.shape} and {w.shape} (flatten first).")
     return jnp.dot(x, w.astype(x.dtype), preferred_element_type=jnp.float32)
 
 

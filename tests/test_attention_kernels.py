@@ -9,6 +9,7 @@ import pytest
 
 from grug_core.attention import (
     AttentionMask,
+    accelerator,
     attention,
     attention_kernel,
     cudnn_attention,
@@ -110,7 +111,13 @@ def test_the_cudnn_call_means_the_same_mask(mask):
 
 @pytest.mark.parametrize(
     "name, s, t",
-    [("causal", 128, 128), ("window", 128, 128), ("causal_segments_padding", 128, 128), ("causal", 128, 256)],
+    [
+        ("causal", 128, 128),
+        ("window", 128, 128),
+        ("causal_segments_padding", 128, 128),
+        ("causal", 128, 256),
+        ("window", 128, 256),
+    ],
 )
 def test_splash_attention_matches_the_reference_in_pallas_interpreter(name, s, t):
     """The splash kernel grug builds (mask, offset for queries that are the last S of T keys, segment ids,
@@ -121,22 +128,35 @@ def test_splash_attention_matches_the_reference_in_pallas_interpreter(name, s, t
     reference = output_and_grads(lambda *a: reference_attention(*a, mask), q, k, v)
     assert_same(splash, reference, atol=5e-5)
     if name.endswith("padding"):
-        assert not np.asarray(splash[0][1, s - 4 :]).any()
+        out, (d_q, _, _) = splash
+        assert not np.asarray(out[1, s - 4 :]).any() and not np.asarray(d_q[1, s - 4 :]).any()
 
 
 def test_the_kernel_is_chosen_by_platform_dtype_and_mask():
     causal, bf16, f32 = AttentionMask(is_causal=True), jnp.bfloat16, jnp.float32
     packed = AttentionMask(is_causal=True, segment_ids=jnp.zeros((1, 256), jnp.int32))
-    assert attention_kernel(causal, 256, 256, 64, bf16, "gpu") == "cudnn"
-    assert attention_kernel(causal, 256, 256, 64, f32, "gpu") == "dense"  # cuDNN's kernel is fp16/bf16 only
-    assert attention_kernel(packed, 256, 256, 64, bf16, "gpu") == "dense"  # it takes no segment ids
-    assert attention_kernel(causal, 128, 256, 64, bf16, "gpu") == "dense"  # its causal mask is top-left
-    assert attention_kernel(causal, 256, 256, 256, bf16, "gpu") == "dense"  # head dim over 128
+    assert attention_kernel(causal, 256, 256, 64, bf16, "cuda") == "cudnn"
+    assert attention_kernel(causal, 256, 256, 64, bf16, "gpu") == "dense"  # ROCm, or NVIDIA before sm80
+    assert attention_kernel(causal, 256, 256, 64, f32, "cuda") == "dense"  # cuDNN's kernel is fp16/bf16 only
+    assert attention_kernel(packed, 256, 256, 64, bf16, "cuda") == "dense"  # it takes no segment ids
+    assert attention_kernel(causal, 128, 256, 64, bf16, "cuda") == "dense"  # its causal mask is top-left
+    assert attention_kernel(causal, 256, 256, 256, bf16, "cuda") == "dense"  # head dim over 128
     assert attention_kernel(packed, 256, 256, 64, f32, "tpu") == "splash"
     assert attention_kernel(causal, 200, 200, 64, f32, "tpu") == "dense"  # not whole 128-blocks
     assert attention_kernel(causal, 2048, 2048, 64, f32, "cpu") == "dense"
     assert attention_kernel(causal, 8192, 8192, 64, f32, "cpu") == "blockwise"
+    assert accelerator() == "cpu"  # this suite runs on the CPU
     assert attention_kernel(causal, 256, 256, 64, bf16) == attention_kernel(causal, 256, 256, 64, bf16, "cpu")
+
+
+def test_the_cudnn_call_refuses_what_its_kernel_cannot_mean():
+    q, k, v = qkv(s=16, t=32)
+    with pytest.raises(ValueError, match="cudnn_attention takes neither segment ids nor fewer queries"):
+        cudnn_attention(q, k, v, AttentionMask(is_causal=True), implementation="xla")
+    q, k, v = qkv(s=16)
+    packed = AttentionMask(is_causal=True, segment_ids=jnp.zeros((2, 16), jnp.int32))
+    with pytest.raises(ValueError, match="use implementation=None to let attention_kernel choose"):
+        cudnn_attention(q, k, v, packed, implementation="xla")
 
 
 def test_attention_runs_the_chosen_kernel_and_refuses_an_unknown_one():
