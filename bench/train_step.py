@@ -1,7 +1,8 @@
 """Tokens/s and MFU of a full grug_core train step against a naive plain-JAX transformer of the same
 shape, all measured here in one process with steps interleaved (one step of each variant per round, so a
 change in the machine's load hits every variant alike), with MFU against a matmul peak measured in the
-same process; grug_core with compute_dtype="bfloat16" beside its fp32 row; and grug_core against the
+same process, and each ratio the median of its rounds' ratios; grug_core with compute_dtype="bfloat16"
+beside its fp32 row; and grug_core against the
 naive model at every sequence length from 128 to 2048 (same tokens per step).
 
     python bench/train_step.py            # both shapes and every length
@@ -35,6 +36,8 @@ MFU_TARGET = 0.6  # at the first (d256) shape
 BF16_TARGET_RATIO = 1.3
 LENGTHS = (128, 256, 512, 1024, 2048)
 LENGTH_TOKENS = 4096  # batch x length at every length, so rows differ only in how the tokens are cut
+PEAK_N = 1024  # the peak matmul's size
+PEAK_CALLS = 8
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -147,20 +150,28 @@ def compiled_step(loss_fn, shape: Shape):
     return run_once
 
 
-def interleaved_tokens_per_s(variants: dict, rounds: int) -> dict[str, float]:
-    """{name: (loss_fn, shape)} -> {name: tokens/s}: each round runs one step of every variant in turn,
-    and each variant's figure is its median step, so drifting load shifts all of them alike."""
+def interleaved_seconds(variants: dict, rounds: int, peak_n: int = PEAK_N) -> dict[str, list[float]]:
+    """{name: (loss_fn, shape)} -> {name: seconds of each round's step}, plus "peak": one fp32
+    [n, n] x [n, n] matmul a round, so MFU's denominator drifts with the steps it divides."""
     runs = {name: compiled_step(loss_fn, shape) for name, (loss_fn, shape) in variants.items()}
-    times = {name: [] for name in variants}
+    runs["peak"] = compiled_matmul(peak_n)
+    times = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run_once in runs.items():
             start = time.perf_counter()
             run_once()
             times[name].append(time.perf_counter() - start)
-    return {
-        name: shape.batch * shape.cfg.max_seq_len / statistics.median(times[name])
-        for name, (_, shape) in variants.items()
-    }
+    return times
+
+
+def tokens_per_s(shape: Shape, seconds: list[float]) -> float:
+    return shape.batch * shape.cfg.max_seq_len / statistics.median(seconds)
+
+
+def speedup(seconds: dict[str, list[float]], fast: str, slow: str) -> float:
+    """The median over rounds of slow / fast step time: each round's two steps ran back to back, so the
+    ratio of one round is free of the drift between rounds (this machine's speed wanders by 1.5x)."""
+    return statistics.median(s / f for f, s in zip(seconds[fast], seconds[slow], strict=True))
 
 
 def at_length(shape: Shape, length: int) -> Shape:
@@ -172,16 +183,23 @@ def verdict(value: float, target: float, shown: str) -> str:
     return f"{'PASS' if value >= target else 'MISS'}: target >= {shown}"
 
 
-def matmul_peak(n: int = 1024, repeats: int = 10) -> float:
+def compiled_matmul(n: int):
+    """PEAK_CALLS warmed-up fp32 [n, n] x [n, n] matmuls back to back, waiting for each: the first call
+    after a training step runs slower (caches, thread wake-up), so one call alone understates the peak."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     matmul = jax.jit(lambda x: x @ x)
     matmul(a).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        matmul(a).block_until_ready()
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / min(times)
+
+    def run():
+        for _ in range(PEAK_CALLS):
+            matmul(a).block_until_ready()
+
+    return run
+
+
+def peak_flops(seconds: dict[str, list[float]], n: int = PEAK_N) -> float:
+    """The fastest round's matmuls: the machine's fp32 matmul peak as this run saw it."""
+    return PEAK_CALLS * 2 * n**3 / min(seconds["peak"])
 
 
 def flops_per_token(cfg: GrugConfig) -> float:
@@ -206,27 +224,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the small shape and two lengths, fewer rounds")
     args = parser.parse_args()
-    shapes, lengths, rounds = (SHAPES[:1], LENGTHS[:2], 3) if args.quick else (SHAPES, LENGTHS, 5)
-    peak = matmul_peak()
+    shapes, lengths, rounds = (SHAPES[:1], LENGTHS[:2], 3) if args.quick else (SHAPES, LENGTHS, 9)
     units = bf16_matrix_units()
     print(
         f"jax {jax.__version__} on {jax.default_backend()}; "
-        f"measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s; "
         f"bf16 matrix units: {', '.join(units) if units else 'none (no avx512_bf16 or amx_bf16)'}"
     )
     for index, shape in enumerate(shapes):
         bf16_shape = dataclasses.replace(shape, cfg=dataclasses.replace(shape.cfg, compute_dtype="bfloat16"))
         variants = {"grug": (grug_loss, shape), "bf16": (grug_loss, bf16_shape), "naive": (naive_loss, shape)}
-        tps = interleaved_tokens_per_s(variants, rounds)
+        seconds = interleaved_seconds(variants, rounds)
+        peak = peak_flops(seconds)
+        tps = {name: tokens_per_s(shape, seconds[name]) for name in variants}
         mfu = {name: value * flops_per_token(shape.cfg) / peak for name, value in tps.items()}
         mfu_note = f" [{verdict(mfu['grug'], MFU_TARGET, f'{MFU_TARGET:.0%}')}]" if index == 0 else ""
-        ratio = tps["grug"] / tps["naive"]
+        ratio = speedup(seconds, "grug", "naive")
         print(
             f"{shape.name}: grug_core {tps['grug']:,.0f} tok/s (MFU {mfu['grug']:.1%}){mfu_note}, "
             f"naive {tps['naive']:,.0f} tok/s (MFU {mfu['naive']:.1%}), "
-            f"ratio {ratio:.2f}x  [{verdict(ratio, TARGET_RATIO, f'{TARGET_RATIO}x')}]"
+            f"ratio {ratio:.2f}x  [{verdict(ratio, TARGET_RATIO, f'{TARGET_RATIO}x')}]; "
+            f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s"
         )
-        bf16_ratio = tps["bf16"] / tps["grug"]
+        bf16_ratio = speedup(seconds, "bf16", "grug")
         bf16_note = "no target: no bf16 matrix units"
         if units:
             bf16_note = verdict(bf16_ratio, BF16_TARGET_RATIO, f"{BF16_TARGET_RATIO}x")
@@ -236,10 +255,11 @@ def main() -> None:
         )
     for length in lengths:
         shape = at_length(SHAPES[0], length)
-        tps = interleaved_tokens_per_s({"grug": (grug_loss, shape), "naive": (naive_loss, shape)}, rounds)
-        ratio = tps["grug"] / tps["naive"]
+        seconds = interleaved_seconds({"grug": (grug_loss, shape), "naive": (naive_loss, shape)}, rounds)
+        ratio = speedup(seconds, "grug", "naive")
         print(
-            f"d256 L4 {shape.name}: grug_core {tps['grug']:,.0f} tok/s, naive {tps['naive']:,.0f} tok/s, "
+            f"d256 L4 {shape.name}: grug_core {tokens_per_s(shape, seconds['grug']):,.0f} tok/s, "
+            f"naive {tokens_per_s(shape, seconds['naive']):,.0f} tok/s, "
             f"ratio {ratio:.2f}x  [{verdict(ratio, LENGTH_TARGET_RATIO, f'{LENGTH_TARGET_RATIO}x')}]"
         )
 
