@@ -29,6 +29,7 @@ import optax
 from grug_core.loss import next_token_loss
 from grug_core.model import GrugConfig, forward, init_parameters
 from grug_core.optim import optimizer
+from grug_core.sizes import flops_per_token
 
 TARGET_RATIO = 1.5
 LENGTH_TARGET_RATIO = 1.0
@@ -150,11 +151,12 @@ def compiled_step(loss_fn, shape: Shape):
     return run_once
 
 
-def interleaved_seconds(variants: dict, rounds: int, peak_n: int = PEAK_N) -> dict[str, list[float]]:
-    """{name: (loss_fn, shape)} -> {name: seconds of each round's step}, plus "peak": one fp32
-    [n, n] x [n, n] matmul a round, so MFU's denominator drifts with the steps it divides."""
+def interleaved_seconds(variants: dict, rounds: int, with_peak: bool = False) -> dict[str, list[float]]:
+    """{name: (loss_fn, shape)} -> {name: seconds of each round's step}; with_peak adds "peak", a burst
+    of fp32 matmuls a round, so MFU's denominator drifts with the steps it divides."""
     runs = {name: compiled_step(loss_fn, shape) for name, (loss_fn, shape) in variants.items()}
-    runs["peak"] = compiled_matmul(peak_n)
+    if with_peak:
+        runs["peak"] = compiled_matmul(PEAK_N)
     times = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run_once in runs.items():
@@ -202,14 +204,6 @@ def peak_flops(seconds: dict[str, list[float]], n: int = PEAK_N) -> float:
     return PEAK_CALLS * 2 * n**3 / min(seconds["peak"])
 
 
-def flops_per_token(cfg: GrugConfig) -> float:
-    """6N for the matmul parameters plus attention's 12 * L * H * D * S (forward and backward)."""
-    attn = cfg.hidden_dim * cfg.head_dim * (2 * cfg.num_heads + 2 * cfg.num_kv_heads)
-    matmul_params = cfg.num_layers * (attn + 3 * cfg.hidden_dim * cfg.intermediate_dim)
-    matmul_params += cfg.hidden_dim * cfg.vocab_size
-    return 6 * matmul_params + 12 * cfg.num_layers * cfg.num_heads * cfg.head_dim * cfg.max_seq_len
-
-
 def bf16_matrix_units() -> list[str]:
     """The CPU flags for bf16 matrix instructions that this machine has (Linux /proc/cpuinfo)."""
     try:
@@ -233,10 +227,11 @@ def main() -> None:
     for index, shape in enumerate(shapes):
         bf16_shape = dataclasses.replace(shape, cfg=dataclasses.replace(shape.cfg, compute_dtype="bfloat16"))
         variants = {"grug": (grug_loss, shape), "bf16": (grug_loss, bf16_shape), "naive": (naive_loss, shape)}
-        seconds = interleaved_seconds(variants, rounds)
+        seconds = interleaved_seconds(variants, rounds, with_peak=True)
         peak = peak_flops(seconds)
         tps = {name: tokens_per_s(shape, seconds[name]) for name in variants}
-        mfu = {name: value * flops_per_token(shape.cfg) / peak for name, value in tps.items()}
+        per_token = flops_per_token(shape.cfg, shape.cfg.max_seq_len)
+        mfu = {name: value * per_token / peak for name, value in tps.items()}
         mfu_note = f" [{verdict(mfu['grug'], MFU_TARGET, f'{MFU_TARGET:.0%}')}]" if index == 0 else ""
         ratio = speedup(seconds, "grug", "naive")
         print(
