@@ -63,7 +63,7 @@ def test_paired_seeds_use_the_paired_t_test(tmp_path):
     (m,) = compare_json(root, "--metric", "val_bpb")["metrics"]
     diffs = [c - b for c, b in zip(CANDIDATE, BASELINE, strict=True)]
     mean, sd = sum(diffs) / 5, math.sqrt(sum((d - sum(diffs) / 5) ** 2 for d in diffs) / 4)
-    half = scipy_stats.t.ppf(0.975, 4) * sd / math.sqrt(5)
+    half = scipy_stats.t.ppf(0.995, 4) * sd / math.sqrt(5)  # a 99% CI: alpha 0.01
     assert m["test"] == "paired" and m["n_candidate"] == m["n_baseline"] == 5
     assert m["delta"] == pytest.approx(mean) and m["ci_low"] == pytest.approx(mean - half)
     assert m["ci_high"] == pytest.approx(mean + half)
@@ -85,7 +85,7 @@ def test_unpaired_rows_use_welch_and_an_inconclusive_result_says_how_many_seeds(
     assert m["p_value"] == pytest.approx(welch.pvalue)
     vc, vb = (scipy_stats.tvar(candidate) / 5, scipy_stats.tvar(baseline) / 4)
     df = (vc + vb) ** 2 / (vc**2 / 4 + vb**2 / 3)
-    half = scipy_stats.t.ppf(0.975, df) * math.sqrt(vc + vb)
+    half = scipy_stats.t.ppf(0.995, df) * math.sqrt(vc + vb)
     delta = sum(candidate) / 5 - sum(baseline) / 4
     assert m["ci_low"] == pytest.approx(delta - half) and m["ci_high"] == pytest.approx(delta + half)
     assert m["verdict"] == "inconclusive"
@@ -93,6 +93,23 @@ def test_unpaired_rows_use_welch_and_an_inconclusive_result_says_how_many_seeds(
     d = delta / math.sqrt((scipy_stats.tvar(candidate) + scipy_stats.tvar(baseline)) / 2)
     n = m["seeds_needed"]
     assert n > 5 and stats.power(d, n, 0.01, paired=False) >= 0.8 > stats.power(d, n - 1, 0.01, paired=False)
+
+
+def test_the_interval_is_at_one_minus_alpha_so_it_agrees_with_the_verdict(tmp_path):
+    # A paired effect with 0.01 < p < 0.05: significant at alpha 0.05, not at the default 0.01. A 95%
+    # interval beside an alpha-0.01 verdict would exclude zero while the verdict says inconclusive.
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    candidate = [b + d for b, d in zip(BASELINE, [-0.010, -0.004, -0.012, -0.002, -0.007], strict=True)]
+    add_rows(root, STARTER, BASELINE, pair="s1")
+    add_rows(root, IDEA, candidate, pair="s1")
+    assert 0.01 < scipy_stats.ttest_rel(candidate, BASELINE).pvalue < 0.05
+    for alpha, verdict, level in [("0.01", "inconclusive", "99% CI"), ("0.05", "better", "95% CI")]:
+        (m,) = compare_json(root, "--metric", "val_bpb", "--alpha", alpha)["metrics"]
+        assert m["verdict"] == verdict
+        assert (m["ci_high"] < 0) == (verdict == "better")  # the interval excludes zero iff significant
+        table = _invoke(root, ["compare", IDEA, "--metric", "val_bpb", "--alpha", alpha]).stdout
+        assert level in table.splitlines()[1], table
 
 
 def test_power_matches_a_known_value():
@@ -196,7 +213,7 @@ def test_a_large_effect_needs_few_pairs_and_power_never_goes_missing():
     # Three pairs whose differences are ~2 sd from zero (d_z = 2.05): inconclusive at alpha 0.01 with 3,
     # found with power 0.8 at 7. scipy's noncentral t returns nan beyond ~50 pairs at this effect, which
     # once sent the search to 383.
-    d = stats.paired_test([3.6502, 3.5578, 3.6135], [3.5393, 3.5189, 3.5413]).effect_size
+    d = stats.paired_test([3.6502, 3.5578, 3.6135], [3.5393, 3.5189, 3.5413], confidence=0.99).effect_size
     assert d == pytest.approx(2.0536, abs=1e-3)
     assert stats.seeds_needed(d, 0.01, paired=True) == 7
     assert stats.power(d, 6, 0.01, paired=True) < 0.8 <= stats.power(d, 7, 0.01, paired=True)

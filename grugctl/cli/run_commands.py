@@ -209,10 +209,11 @@ def compare_command(
     as_md: bool = typer.Option(False, "--md", help="Print a Markdown table (for a pull request)."),
     archive_path: ArchiveOption = None,
 ) -> None:
-    """Is an experiment better than its baseline? n, mean ± sd, delta, 95% CI, p and a verdict per metric.
+    """Is an experiment better than its baseline? n, mean ± sd, delta, CI, p and a verdict per metric.
 
     Paired seeds (`grugctl run ID --paired`) use the paired t-test, other runs Welch's t-test
-    (scipy.stats). Smoke runs, other code, step counts or configs, and for wall-time metrics other
+    (scipy.stats); the interval is at 1 - alpha, so it excludes zero exactly when the verdict is
+    significant. Smoke runs, other code, step counts or configs, and for wall-time metrics other
     machines, are left out and counted. An inconclusive verdict says how many seeds the observed
     effect would need. Runs that never reached the target count as slowest (rank tests). Each size
     run gets its own table; with two or more, the largest adds the compute multiplier (how many times

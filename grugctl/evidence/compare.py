@@ -251,10 +251,13 @@ def compare_metric(candidate: list[dict], baseline: list[dict], metric: Metric, 
         if censored:
             test = stats.rank_test(paired_c, paired_b, paired=True)
         else:
-            test = stats.paired_test(paired_c, paired_b)
+            test = stats.paired_test(paired_c, paired_b, confidence=1 - alpha)
         left_out["unpaired (paired test used)"] += len(all_c) + len(all_b) - 2 * len(pairs)
     elif len(all_c) >= 2 and len(all_b) >= 2:
-        test = stats.rank_test(all_c, all_b, paired=False) if censored else stats.welch_test(all_c, all_b)
+        if censored:
+            test = stats.rank_test(all_c, all_b, paired=False)
+        else:
+            test = stats.welch_test(all_c, all_b, confidence=1 - alpha)
     else:
         note = f"needs at least 2 seeds on each side (has {len(all_c)} and {len(all_b)})"
     mean_c, sd_c = stats.mean_sd(values_c) if values_c else (None, None)

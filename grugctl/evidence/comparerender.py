@@ -7,7 +7,17 @@ import html
 
 from grugctl.evidence.compare import Comparison, MetricResult
 
-HEADERS = ("metric", "n", "candidate", "baseline", "delta", "95% CI", "p", "verdict")
+
+def headers(c: Comparison) -> list[str]:
+    """The table's columns; the interval is at 1 - alpha, the level at which the verdict is given."""
+    return ["metric", "n", "candidate", "baseline", "delta", f"{ci_level(c.alpha)} CI", "p", "verdict"]
+
+
+def ci_level(alpha: float) -> str:
+    """1 - alpha as a percentage, without trailing zeros: 0.01 -> "99%", 0.005 -> "99.5%"."""
+    return f"{(1 - alpha) * 100:.4g}%"
+
+
 _ANSI = {"better": "32", "worse": "31", "inconclusive": "33"}
 
 
@@ -159,8 +169,8 @@ def text(comparisons: list[Comparison], color: bool = False) -> str:
     """Aligned columns, whole lines (never cut), colour only when asked."""
     out = []
     for c in comparisons:
-        rows = [list(HEADERS), *(cells(m) for m in c.metrics)]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(HEADERS))]
+        rows = [headers(c), *(cells(m) for m in c.metrics)]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         out.append(heading(c))
         for number_, row in enumerate(rows):
             line = "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=False))
@@ -177,8 +187,8 @@ def markdown(comparisons: list[Comparison]) -> str:
     out = []
     for c in comparisons:
         out.append(f"**{heading(c)}**\n")
-        out.append("| " + " | ".join(HEADERS) + " |")
-        out.append("|" + " --- |" * len(HEADERS))
+        out.append("| " + " | ".join(headers(c)) + " |")
+        out.append("|" + " --- |" * len(headers(c)))
         for m in c.metrics:
             out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells(m)) + " |")
         out.append("")
@@ -191,7 +201,7 @@ def html_table(comparisons: list[Comparison]) -> str:
     out = []
     for c in comparisons:
         out.append(f"<h2>{html.escape(heading(c))}</h2>\n<table>")
-        out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in HEADERS) + "</tr>")
+        out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers(c)) + "</tr>")
         for m in c.metrics:
             row = "".join(f"<td>{html.escape(cell)}</td>" for cell in cells(m))
             out.append(f'<tr class="{m.verdict}">{row}</tr>')

@@ -12,13 +12,13 @@ import math
 from dataclasses import dataclass
 
 POWER = 0.8
-CONFIDENCE = 0.95
 MAX_SEEDS = 1000
 
 
 @dataclass(frozen=True)
 class Test:
-    """delta = candidate - baseline (mean of differences when paired), its 95% CI, and the p-value."""
+    """delta = candidate - baseline (mean of differences when paired), its CI at the confidence asked
+    for, and the p-value."""
 
     kind: str  # "paired", "welch", or for censored metrics "wilcoxon" (paired) or "mann-whitney"
     n_candidate: int
@@ -41,8 +41,9 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def paired_test(candidate: list[float], baseline: list[float]) -> Test:
-    """Same-length lists, element i of each from the same seed; needs at least two pairs."""
+def paired_test(candidate: list[float], baseline: list[float], confidence: float) -> Test:
+    """Same-length lists, element i of each from the same seed; needs at least two pairs. The CI at
+    `confidence` = 1 - alpha excludes zero exactly when p < alpha, so interval and verdict agree."""
     from scipy import stats
 
     diffs = [c - b for c, b in zip(candidate, baseline, strict=True)]
@@ -50,13 +51,14 @@ def paired_test(candidate: list[float], baseline: list[float]) -> Test:
     mean, sd = mean_sd(diffs)
     if not sd:  # identical differences: no noise to test against (scipy would return nan)
         return Test("paired", n, n, mean, mean, mean, None, None)
-    half = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * sd / math.sqrt(n)
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
     p_value = stats.ttest_rel(candidate, baseline).pvalue
     return Test("paired", n, n, mean, mean - half, mean + half, _finite(p_value), mean / sd)
 
 
-def welch_test(candidate: list[float], baseline: list[float]) -> Test:
-    """Independent samples of at least two each; Welch-Satterthwaite degrees of freedom for the CI."""
+def welch_test(candidate: list[float], baseline: list[float], confidence: float) -> Test:
+    """Independent samples of at least two each; Welch-Satterthwaite degrees of freedom for the CI (at
+    `confidence` = 1 - alpha, which excludes zero exactly when p < alpha)."""
     from scipy import stats
 
     (mc, sc), (mb, sb) = mean_sd(candidate), mean_sd(baseline)
@@ -66,7 +68,7 @@ def welch_test(candidate: list[float], baseline: list[float]) -> Test:
     if vc + vb == 0:
         return Test("welch", nc, nb, delta, delta, delta, None, None)
     df = (vc + vb) ** 2 / (vc**2 / (nc - 1) + vb**2 / (nb - 1))
-    half = stats.t.ppf(0.5 + CONFIDENCE / 2, df) * math.sqrt(vc + vb)
+    half = stats.t.ppf(0.5 + confidence / 2, df) * math.sqrt(vc + vb)
     p_value = stats.ttest_ind(candidate, baseline, equal_var=False).pvalue
     pooled = math.sqrt((sc**2 + sb**2) / 2)
     return Test("welch", nc, nb, delta, delta - half, delta + half, _finite(p_value), delta / pooled)
