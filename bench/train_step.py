@@ -38,7 +38,7 @@ BF16_TARGET_RATIO = 1.3
 LENGTHS = (128, 256, 512, 1024, 2048)
 LENGTH_TOKENS = 4096  # batch x length at every length, so rows differ only in how the tokens are cut
 PEAK_N = 1024  # the peak matmul's size
-PEAK_CALLS = 8
+PEAK_CALLS = 16  # single matmuls a round; their median is the round's peak
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -152,8 +152,8 @@ def compiled_step(loss_fn, shape: Shape):
 
 
 def interleaved_seconds(variants: dict, rounds: int, with_peak: bool = False) -> dict[str, list[float]]:
-    """{name: (loss_fn, shape)} -> {name: seconds of each round's step}; with_peak adds "peak", a burst
-    of fp32 matmuls a round, so MFU's denominator drifts with the steps it divides."""
+    """{name: (loss_fn, shape)} -> {name: seconds of each round's step}; with_peak adds "peak", each round's
+    steady-state seconds for one fp32 matmul, so MFU's denominator drifts with the steps it divides."""
     runs = {name: compiled_step(loss_fn, shape) for name, (loss_fn, shape) in variants.items()}
     if with_peak:
         runs["peak"] = compiled_matmul(PEAK_N)
@@ -161,8 +161,8 @@ def interleaved_seconds(variants: dict, rounds: int, with_peak: bool = False) ->
     for _ in range(rounds):
         for name, run_once in runs.items():
             start = time.perf_counter()
-            run_once()
-            times[name].append(time.perf_counter() - start)
+            own_seconds = run_once()
+            times[name].append(own_seconds if own_seconds is not None else time.perf_counter() - start)
     return times
 
 
@@ -186,22 +186,34 @@ def verdict(value: float, target: float, shown: str) -> str:
 
 
 def compiled_matmul(n: int):
-    """PEAK_CALLS warmed-up fp32 [n, n] x [n, n] matmuls back to back, waiting for each: the first call
-    after a training step runs slower (caches, thread wake-up), so one call alone understates the peak."""
+    """run() times PEAK_CALLS warmed-up fp32 [n, n] x [n, n] matmuls one by one and returns the median
+    call's seconds. The first calls after a training step run at half speed or less (caches, thread
+    wake-up; 60-140 against 190-220 GFLOP/s here), so a burst's total understates the peak and its
+    fastest round overstates it; the median call is the steady rate."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     matmul = jax.jit(lambda x: x @ x)
     matmul(a).block_until_ready()
 
-    def run():
+    def run() -> float:
+        calls = []
         for _ in range(PEAK_CALLS):
+            start = time.perf_counter()
             matmul(a).block_until_ready()
+            calls.append(time.perf_counter() - start)
+        return statistics.median(calls)
 
     return run
 
 
 def peak_flops(seconds: dict[str, list[float]], n: int = PEAK_N) -> float:
-    """The fastest round's matmuls: the machine's fp32 matmul peak as this run saw it."""
-    return PEAK_CALLS * 2 * n**3 / min(seconds["peak"])
+    """The machine's steady fp32 matmul rate as this run saw it: the median round's."""
+    return 2 * n**3 / statistics.median(seconds["peak"])
+
+
+def mfu(seconds: dict[str, list[float]], name: str, flops_per_step: float, n: int = PEAK_N) -> float:
+    """The median over rounds of the step's FLOP/s over the same round's peak, as ratios are taken."""
+    rounds = zip(seconds[name], seconds["peak"], strict=True)
+    return statistics.median((flops_per_step / step) / (2 * n**3 / peak) for step, peak in rounds)
 
 
 def bf16_matrix_units() -> list[str]:
@@ -230,13 +242,13 @@ def main() -> None:
         seconds = interleaved_seconds(variants, rounds, with_peak=True)
         peak = peak_flops(seconds)
         tps = {name: tokens_per_s(shape, seconds[name]) for name in variants}
-        per_token = flops_per_token(shape.cfg, shape.cfg.max_seq_len)
-        mfu = {name: value * per_token / peak for name, value in tps.items()}
-        mfu_note = f" [{verdict(mfu['grug'], MFU_TARGET, f'{MFU_TARGET:.0%}')}]" if index == 0 else ""
+        per_step = flops_per_token(shape.cfg, shape.cfg.max_seq_len) * shape.batch * shape.cfg.max_seq_len
+        mfus = {name: mfu(seconds, name, per_step) for name in variants}
+        mfu_note = f" [{verdict(mfus['grug'], MFU_TARGET, f'{MFU_TARGET:.0%}')}]" if index == 0 else ""
         ratio = speedup(seconds, "grug", "naive")
         print(
-            f"{shape.name}: grug_core {tps['grug']:,.0f} tok/s (MFU {mfu['grug']:.1%}){mfu_note}, "
-            f"naive {tps['naive']:,.0f} tok/s (MFU {mfu['naive']:.1%}), "
+            f"{shape.name}: grug_core {tps['grug']:,.0f} tok/s (MFU {mfus['grug']:.1%}){mfu_note}, "
+            f"naive {tps['naive']:,.0f} tok/s (MFU {mfus['naive']:.1%}), "
             f"ratio {ratio:.2f}x  [{verdict(ratio, TARGET_RATIO, f'{TARGET_RATIO}x')}]; "
             f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s"
         )

@@ -47,7 +47,15 @@ def run_quick(name: str) -> str:
         ),
         pytest.param(
             "cli.py",
-            [rf"archive status +median +{NUMBER} s", rf"read: .*\({NUMBER}x\)", rf"write: .*\({NUMBER}x\)"],
+            [
+                rf"archive status +median +{NUMBER} s",
+                rf"read: .*\({NUMBER}x\)",
+                rf"write: .*\({NUMBER}x\)",
+                *(
+                    rf"grugctl {name} \(one experiment\) +median +{NUMBER} s"
+                    for name in ("new", "diff", "delete")
+                ),
+            ],
             marks=SLOW,
         ),
         pytest.param(

@@ -392,19 +392,27 @@ def test_unknown_ids_and_buckets_are_one_sentence_exit_2(repo):
     assert result.exit_code == 2 and "no origin" in result.output
 
 
-def test_diff_and_new_never_import_jax():
-    """A fresh interpreter on this repository: diff and new --dry-run never load a jax module. (How long
-    they take is a benchmark's question, not a test's: a timed bound flakes on a loaded machine.)"""
+def test_new_diff_and_delete_never_import_jax(tmp_path):
+    """A fresh interpreter in a temporary repository: new, diff and delete (each for real, committing
+    between them as a user would) never load a jax module. (How long they take is bench/cli.py's
+    question, not a test's: a timed bound flakes on a loaded machine.)"""
+    root = make_repo(tmp_path)
     probe = (
-        "import sys\n"
+        "import subprocess, sys\n"
         "from grugctl.cli import app\n"
-        "try:\n    app(['diff', 'grugformer-starter'])\n"
-        "except SystemExit:\n    pass\n"
-        "try:\n    app(['new', 'no-jax-probe', '--purpose', 'Probe.', '--dry-run'])\n"
-        "except SystemExit:\n    pass\n"
+        "def grugctl(*args):\n"
+        "    try:\n        app(list(args))\n"
+        "    except SystemExit as done:\n"
+        "        assert not done.code, (args, done.code)\n"
+        "    subprocess.run(['git', 'add', '-A'], check=True)\n"
+        "    subprocess.run(['git', 'commit', '-qm', args[0], '--allow-empty'], check=True)\n"
+        "grugctl('new', 'no-jax-probe', '--bucket', 'mlp', '--purpose', 'Probe.')\n"
+        "grugctl('diff', 'no-jax-probe')\n"
+        "grugctl('delete', 'no-jax-probe', '--yes')\n"
         "jax = any(m == 'jax' or m.startswith('jax.') for m in sys.modules)\n"
         "print('JAX' if jax else 'nojax', file=sys.stderr)\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stderr.split()[-1] == "nojax", result.stderr
+    assert archive.load_archive(root / "archive.yaml").experiments["no-jax-probe"].status == "deleted"
