@@ -3,6 +3,8 @@ and the Welch case, and the rows it must leave out (smoke, other config, other c
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 from scipy import stats as scipy_stats
@@ -110,6 +112,27 @@ def test_the_interval_is_at_one_minus_alpha_so_it_agrees_with_the_verdict(tmp_pa
         assert (m["ci_high"] < 0) == (verdict == "better")  # the interval excludes zero iff significant
         table = _invoke(root, ["compare", IDEA, "--metric", "val_bpb", "--alpha", alpha]).stdout
         assert level in table.splitlines()[1], table
+
+
+def test_archive_status_judges_every_experiment_without_importing_scipy_stats(tmp_path):
+    """The leaderboard's verdicts come from scipy.special's t distribution: importing scipy.stats would
+    cost `archive status` ~1 s on every call (bench/cli.py), for the same p-values."""
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    add_rows(root, STARTER, BASELINE, pair="s1")
+    add_rows(root, IDEA, CANDIDATE, pair="s1")
+    probe = (
+        "import json, sys\n"
+        "from grugctl.cli import app\n"
+        "try:\n    app(['archive', 'status', '--json'])\n"
+        "except SystemExit as done:\n    assert not done.code\n"
+        "print('STATS' if 'scipy.stats' in sys.modules else 'no-stats', file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.split()[-1] == "no-stats", done.stderr
+    (row,) = [row for row in json.loads(done.stdout)["experiments"] if row["id"] == IDEA]
+    assert row["verdict"] == "better" and row["seeds"] == 5
 
 
 def test_power_matches_a_known_value():
