@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 from archive_helpers import commit, init_repo, one_line_error, run_cli
+from fresh_process import loaded_from, run_commands
 
 from grugctl import archive
 
@@ -371,20 +370,7 @@ def test_repository_archive_is_valid():
 
 def test_archive_commands_never_import_jax(repo_with_archive, tmp_path):
     (tmp_path / "a.md").write_text("### z\n- Path: z.py\n- Status: active\n- Purpose: Z.\n")
-    script = textwrap.dedent(
-        """
-        import sys
-        from grugctl.cli import app
-        for args in (["status"], ["status", "--json"], ["show", "a"], ["set", "b", "--notes", "n"],
-                     ["resolve"], ["import-md", "a.md"]):
-            try:
-                app(["archive", *args])
-            except SystemExit as exit:
-                assert exit.code in (0, None), (args, exit.code)
-        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "jaxlib", "optax", "numpy"))
-        print("IMPORTED:", heavy, file=sys.stderr)
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert "IMPORTED: []" in done.stderr
+    commands = [["status"], ["status", "--json"], ["show", "a"], ["set", "b", "--notes", "n"], ["resolve"],
+                ["import-md", "a.md"]]  # fmt: skip
+    _, modules = run_commands(tmp_path, [["archive", *args] for args in commands])
+    assert loaded_from(modules, "jax", "jaxlib", "optax", "numpy") == []

@@ -3,10 +3,9 @@ and the Welch case, and the rows it must leave out (smoke, other config, other c
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
+from fresh_process import run_commands
 from scipy import stats as scipy_stats
 from test_diff import _invoke, make_repo, new_experiment
 
@@ -121,17 +120,9 @@ def test_archive_status_judges_every_experiment_without_importing_scipy_stats(tm
     new_experiment(root, IDEA, "--bucket", "mlp")
     add_rows(root, STARTER, BASELINE, pair="s1")
     add_rows(root, IDEA, CANDIDATE, pair="s1")
-    probe = (
-        "import json, sys\n"
-        "from grugctl.cli import app\n"
-        "try:\n    app(['archive', 'status', '--json'])\n"
-        "except SystemExit as done:\n    assert not done.code\n"
-        "print('STATS' if 'scipy.stats' in sys.modules else 'no-stats', file=sys.stderr)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stderr.split()[-1] == "no-stats", done.stderr
-    (row,) = [row for row in json.loads(done.stdout)["experiments"] if row["id"] == IDEA]
+    stdout, modules = run_commands(root, [["archive", "status", "--json"]])
+    assert "scipy.special" in modules and "scipy.stats" not in modules
+    (row,) = [row for row in json.loads(stdout)["experiments"] if row["id"] == IDEA]
     assert row["verdict"] == "better" and row["seeds"] == 5
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
+from fresh_process import loaded_from, run_commands
 from repo_copy import commit_all, make_repo
 from typer.testing import CliRunner
 
@@ -397,22 +396,11 @@ def test_new_diff_and_delete_never_import_jax(tmp_path):
     between them as a user would) never load a jax module. (How long they take is bench/cli.py's
     question, not a test's: a timed bound flakes on a loaded machine.)"""
     root = make_repo(tmp_path)
-    probe = (
-        "import subprocess, sys\n"
-        "from grugctl.cli import app\n"
-        "def grugctl(*args):\n"
-        "    try:\n        app(list(args))\n"
-        "    except SystemExit as done:\n"
-        "        assert not done.code, (args, done.code)\n"
-        "    subprocess.run(['git', 'add', '-A'], check=True)\n"
-        "    subprocess.run(['git', 'commit', '-qm', args[0], '--allow-empty'], check=True)\n"
-        "grugctl('new', 'no-jax-probe', '--bucket', 'mlp', '--purpose', 'Probe.')\n"
-        "grugctl('diff', 'no-jax-probe')\n"
-        "grugctl('delete', 'no-jax-probe', '--yes')\n"
-        "jax = any(m == 'jax' or m.startswith('jax.') for m in sys.modules)\n"
-        "print('JAX' if jax else 'nojax', file=sys.stderr)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.split()[-1] == "nojax", result.stderr
+    commands = [
+        ["new", "no-jax-probe", "--bucket", "mlp", "--purpose", "Probe."],
+        ["diff", "no-jax-probe"],
+        ["delete", "no-jax-probe", "--yes"],
+    ]
+    _, modules = run_commands(root, commands, commit_between=True)
+    assert loaded_from(modules, "jax", "jaxlib") == []
     assert archive.load_archive(root / "archive.yaml").experiments["no-jax-probe"].status == "deleted"
