@@ -138,7 +138,10 @@ def lifecycle(grugctl: list[str], root: Path, repeats: int) -> dict[str, list[fl
         for name, cmd in steps.items():
             if name == "diff":  # an edit to diff: the experiment's own mlp swaps SiLU for GELU
                 (path,) = root.glob(f"experiments/speedrun/*/*{idea.replace('-', '_')}.py")
-                path.write_text(path.read_text().replace("jax.nn.silu(", "jax.nn.gelu(", 1))
+                source = path.read_text()
+                if "jax.nn.silu(" not in source:
+                    raise SystemExit(f"{path.name} has no jax.nn.silu( to edit; update bench/cli.py's edit")
+                path.write_text(source.replace("jax.nn.silu(", "jax.nn.gelu(", 1))
             elapsed = wall(cmd, root, 1, warm_up=False)
             if index:
                 times[name] += elapsed

@@ -372,5 +372,7 @@ def test_archive_commands_never_import_jax(repo_with_archive, tmp_path):
     (tmp_path / "a.md").write_text("### z\n- Path: z.py\n- Status: active\n- Purpose: Z.\n")
     commands = [["status"], ["status", "--json"], ["show", "a"], ["set", "b", "--notes", "n"], ["resolve"],
                 ["import-md", "a.md"]]  # fmt: skip
+    # This archive has no results, so status judges nothing; judging loads scipy.special (and numpy),
+    # never scipy.stats (tests/test_compare.py).
     _, modules = run_commands(tmp_path, [["archive", *args] for args in commands])
     assert loaded_from(modules, "jax", "jaxlib", "optax", "numpy") == []

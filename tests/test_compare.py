@@ -106,11 +106,25 @@ def test_the_interval_is_at_one_minus_alpha_so_it_agrees_with_the_verdict(tmp_pa
     add_rows(root, IDEA, candidate, pair="s1")
     assert 0.01 < scipy_stats.ttest_rel(candidate, BASELINE).pvalue < 0.05
     for alpha, verdict, level in [("0.01", "inconclusive", "99% CI"), ("0.05", "better", "95% CI")]:
-        (m,) = compare_json(root, "--metric", "val_bpb", "--alpha", alpha)["metrics"]
-        assert m["verdict"] == verdict
+        comparison = compare_json(root, "--metric", "val_bpb", "--alpha", alpha)
+        (m,) = comparison["metrics"]
+        assert comparison["confidence"] == pytest.approx(1 - float(alpha)) and m["verdict"] == verdict
         assert (m["ci_high"] < 0) == (verdict == "better")  # the interval excludes zero iff significant
         table = _invoke(root, ["compare", IDEA, "--metric", "val_bpb", "--alpha", alpha]).stdout
         assert level in table.splitlines()[1], table
+
+
+def test_identical_differences_have_no_interval_beside_their_inconclusive_verdict(tmp_path):
+    # Every pair differs by exactly -0.25 (exact in binary): no noise, so no p-value, and an interval of
+    # [-0.25, -0.25] would exclude zero beside "inconclusive".
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    add_rows(root, STARTER, [2.5, 2.75, 3.0], pair="s1")
+    add_rows(root, IDEA, [2.25, 2.5, 2.75], pair="s1")
+    (m,) = compare_json(root, "--metric", "val_bpb")["metrics"]
+    assert m["delta"] == -0.25 and m["p_value"] is None and m["verdict"] == "inconclusive"
+    assert m["ci_low"] is None and m["ci_high"] is None
+    assert m["note"] == "no seed-to-seed variation to test against"
 
 
 def test_archive_status_judges_every_experiment_without_importing_scipy_stats(tmp_path):

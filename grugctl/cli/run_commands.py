@@ -212,7 +212,7 @@ def compare_command(
     """Is an experiment better than its baseline? n, mean ± sd, delta, CI, p and a verdict per metric.
 
     Paired seeds (`grugctl run ID --paired`) use the paired t-test, other runs Welch's t-test
-    (scipy.stats); the interval is at 1 - alpha, so it excludes zero exactly when the verdict is
+    (scipy); the interval is at 1 - alpha, so it excludes zero exactly when the verdict is
     significant. Smoke runs, other code, step counts or configs, and for wall-time metrics other
     machines, are left out and counted. An inconclusive verdict says how many seeds the observed
     effect would need. Runs that never reached the target count as slowest (rank tests). Each size

@@ -561,7 +561,8 @@ def with_ladder(largest: Comparison, sizes: list[str], alpha: float, rows_at) ->
 
 
 def as_json(comparisons: list[Comparison]) -> list[dict]:
-    return [asdict(c) for c in comparisons]
+    """Each comparison's fields, with the confidence of every metric's ci_low / ci_high (1 - alpha)."""
+    return [asdict(c) | {"confidence": 1 - c.alpha} for c in comparisons]
 
 
 def swept_field(archive: Archive, entry_id: str) -> str | None:

@@ -6,16 +6,12 @@ from __future__ import annotations
 import html
 
 from grugctl.evidence.compare import Comparison, MetricResult
+from grugctl.evidence.stats import ci_level
 
 
 def headers(c: Comparison) -> list[str]:
     """The table's columns; the interval is at 1 - alpha, the level at which the verdict is given."""
     return ["metric", "n", "candidate", "baseline", "delta", f"{ci_level(c.alpha)} CI", "p", "verdict"]
-
-
-def ci_level(alpha: float) -> str:
-    """1 - alpha as a percentage, without trailing zeros: 0.01 -> "99%", 0.005 -> "99.5%"."""
-    return f"{(1 - alpha) * 100:.4g}%"
 
 
 _ANSI = {"better": "32", "worse": "31", "inconclusive": "33"}
@@ -139,7 +135,7 @@ def ladder_lines(c: Comparison) -> list[str]:
     fit = c.ladder
     if fit is None:
         return []
-    level = f"{fit.confidence:.0%} CI"
+    level = f"{ci_level(1 - fit.confidence)} CI"
     lines = [
         f"across sizes {', '.join(fit.sizes)}: val_bpb fitted against training FLOPs C, "
         f"{c.baseline} {fit.baseline_fit.formula()}, {c.candidate} {fit.candidate_fit.formula()}",

@@ -3,8 +3,8 @@
 Paired seeds (the same seed for baseline and candidate, run alternately on one machine) use the paired
 t-test on the per-seed differences; anything else uses Welch's t-test, which does not assume equal
 variances. The t-tests, intervals and power take the distributions' functions from scipy.special
-(what scipy.stats wraps, same values): `archive status` judges every experiment and importing
-scipy.stats costs it ~1 s, scipy.special a quarter of that. Only the rank tests import scipy.stats.
+(what scipy.stats wraps, same values): `archive status` judges every experiment, and importing
+scipy.stats costs ~1 s there where scipy.special costs ~0.3-0.4 s. Only the rank tests import scipy.stats.
 scipy is imported inside each function, so commands that judge nothing pay for neither.
 """
 
@@ -30,6 +30,11 @@ class Test:
     ci_high: float
     p_value: float | None
     effect_size: float | None  # delta in units of its noise (Cohen's d, or d_z when paired)
+
+
+def ci_level(alpha: float) -> str:
+    """1 - alpha as a percentage, without trailing zeros: 0.01 -> "99%", 0.005 -> "99.5%"."""
+    return f"{(1 - alpha) * 100:.4g}%"
 
 
 def mean_sd(values: list[float]) -> tuple[float, float | None]:
@@ -62,8 +67,8 @@ def paired_test(candidate: list[float], baseline: list[float], confidence: float
     diffs = [c - b for c, b in zip(candidate, baseline, strict=True)]
     n = len(diffs)
     mean, sd = mean_sd(diffs)
-    if not sd:  # identical differences: no noise to test against (scipy would return nan)
-        return Test("paired", n, n, mean, mean, mean, None, None)
+    if not sd:  # identical differences: no noise to test against, so no interval and no p-value
+        return Test("paired", n, n, mean, math.nan, math.nan, None, None)
     stderr = sd / math.sqrt(n)
     half = _t_quantile(0.5 + confidence / 2, n - 1) * stderr
     p_value = _two_sided_p(mean / stderr, n - 1)
@@ -77,8 +82,8 @@ def welch_test(candidate: list[float], baseline: list[float], confidence: float)
     nc, nb = len(candidate), len(baseline)
     delta = mc - mb
     vc, vb = sc**2 / nc, sb**2 / nb
-    if vc + vb == 0:
-        return Test("welch", nc, nb, delta, delta, delta, None, None)
+    if vc + vb == 0:  # no noise on either side: no interval and no p-value
+        return Test("welch", nc, nb, delta, math.nan, math.nan, None, None)
     df = (vc + vb) ** 2 / (vc**2 / (nc - 1) + vb**2 / (nb - 1))
     half = _t_quantile(0.5 + confidence / 2, df) * math.sqrt(vc + vb)
     p_value = _two_sided_p(delta / math.sqrt(vc + vb), df)

@@ -36,6 +36,7 @@ from grugctl import codediff, gitinfo, transaction
 from grugctl.errors import CHECK_FAILED, GrugError
 from grugctl.evidence import compare
 from grugctl.evidence.compare import Comparison
+from grugctl.evidence.stats import ci_level
 from grugctl.experiments import sync
 from grugctl.promotion import lifecycle
 from grugctl.promotion.gate import GATE_TESTS, GateResult, gate_tests, run_gate
@@ -546,7 +547,7 @@ def check_evidence(plan: PromotePlan) -> None:
     if multiplier is not None:
         if multiplier.ci_low is not None and multiplier.ci_low > 1:
             return
-        level = f"{plan.evidence.ladder.confidence:.0%}"
+        level = ci_level(1 - plan.evidence.ladder.confidence)
         low = "none" if multiplier.ci_low is None else f"{multiplier.ci_low:.2f}x"
         seen = f"its compute multiplier at {multiplier.size} has a {level} interval starting at {low}"
         raise GrugError(
