@@ -97,18 +97,8 @@ def wall(cmd: list[str], cwd: Path, repeats: int, warm_up: bool = True) -> list[
 
 PROJECT = Path(__file__).resolve().parents[1]
 STARTER_DIR = "experiments/speedrun/grugformer_starter"
-LIFECYCLE_ARCHIVE = """version: 1
-core: grug_core
-starter: grugformer-starter
-experiments_dir: experiments/speedrun
-
-experiments:
-  grugformer-starter:
-    path: experiments/speedrun/grugformer_starter/grugformer_speedrun.py
-    status: active
-    bucket: null
-    purpose: The living entrypoint every experiment is copied from; tracks grug_core.
-"""
+# The archive the tests start from: the starter alone, with no results.
+FIXTURE_ARCHIVE = PROJECT / "tests" / "fixtures" / "archive.yaml"
 
 
 def build_core_repo(root: Path) -> None:
@@ -116,7 +106,7 @@ def build_core_repo(root: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "results*.json")
     shutil.copytree(PROJECT / "grug_core", root / "grug_core", ignore=ignore)
     shutil.copytree(PROJECT / STARTER_DIR, root / STARTER_DIR, ignore=ignore)
-    (root / "archive.yaml").write_text(LIFECYCLE_ARCHIVE)
+    shutil.copy2(FIXTURE_ARCHIVE, root / "archive.yaml")
     git(root, "init", "-q")
     git(root, "config", "user.email", "bench@example.com")
     git(root, "config", "user.name", "bench")
