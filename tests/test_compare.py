@@ -296,6 +296,18 @@ def test_paired_censored_runs_use_the_wilcoxon_signed_rank_test(tmp_path):
     assert m["verdict"] == "better" and m["delta"] == pytest.approx(-15.0)  # median of -20, -inf, -9, -10
 
 
+def test_when_no_run_reached_the_target_there_is_no_interval(tmp_path):
+    # Every pair ties past the end: a "[0, 0]" interval would read as a measured zero difference.
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    add_target_rows(root, STARTER, [None] * 3, pair="s")
+    add_target_rows(root, IDEA, [None] * 3, pair="s")
+    (m,) = compare_json(root, "--metric", "steps_to_target")["metrics"]
+    assert m["test"] == "wilcoxon" and m["verdict"] == "inconclusive" and m["p_value"] is None
+    assert m["ci_low"] is None and m["ci_high"] is None
+    assert m["note"] == "no run on either side reached the target"
+
+
 def test_sizes_are_never_mixed_one_comparison_per_size(tmp_path):
     root = make_repo(tmp_path)
     new_experiment(root, IDEA, "--bucket", "mlp")

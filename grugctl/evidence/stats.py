@@ -158,13 +158,13 @@ def rank_test(candidate: list[float], baseline: list[float], paired: bool) -> Te
         n = len(diffs)
         delta = _median([x - y for x, y in zip(candidate, baseline, strict=True) if x != y] or [0.0])
         if not any(diffs):
-            return Test("wilcoxon", n, n, delta, delta, delta, None, None)
+            return Test("wilcoxon", n, n, delta, math.nan, math.nan, None, None)
         p_value = stats.wilcoxon(c, b, zero_method="wilcox").pvalue
         return Test("wilcoxon", n, n, delta, math.nan, math.nan, _finite(p_value), None)
     delta = _median(candidate) - _median(baseline)
     delta = delta if not math.isnan(delta) else 0.0  # both medians past the end: no difference seen
     if len(set(c + b)) == 1:
-        return Test("mann-whitney", len(c), len(b), delta, delta, delta, None, None)
+        return Test("mann-whitney", len(c), len(b), delta, math.nan, math.nan, None, None)
     p_value = stats.mannwhitneyu(c, b, alternative="two-sided").pvalue
     return Test("mann-whitney", len(c), len(b), delta, math.nan, math.nan, _finite(p_value), None)
 
