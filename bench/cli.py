@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -96,22 +95,6 @@ def wall(cmd: list[str], cwd: Path, repeats: int, warm_up: bool = True) -> list[
 
 
 PROJECT = Path(__file__).resolve().parents[1]
-STARTER_DIR = "experiments/speedrun/grugformer_starter"
-# The archive the tests start from: the starter alone, with no results.
-FIXTURE_ARCHIVE = PROJECT / "tests" / "fixtures" / "archive.yaml"
-
-
-def build_core_repo(root: Path) -> None:
-    """This checkout's core and starter with an archive of the starter alone, committed once."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "results*.json")
-    shutil.copytree(PROJECT / "grug_core", root / "grug_core", ignore=ignore)
-    shutil.copytree(PROJECT / STARTER_DIR, root / STARTER_DIR, ignore=ignore)
-    shutil.copy2(FIXTURE_ARCHIVE, root / "archive.yaml")
-    git(root, "init", "-q")
-    git(root, "config", "user.email", "bench@example.com")
-    git(root, "config", "user.name", "bench")
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "core and starter")
 
 
 def lifecycle(grugctl: list[str], root: Path, repeats: int) -> dict[str, list[float]]:
@@ -203,9 +186,11 @@ def main() -> None:
         write = [*grugctl, "archive", "set", "exp-0000", "--notes", "bench", "--archive", "archive.yaml"]
         report("grugctl archive set (one write)", wall(write, root, 2))
         fast_paths(root, args.repeats)
+    sys.path.insert(0, str(PROJECT / "tests"))
+    from repo_copy import make_repo  # the tests' repository: this checkout's core and starter, committed
+
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        build_core_repo(root)
+        root = make_repo(Path(tmp))
         for name, times in lifecycle(grugctl, root, args.repeats).items():
             report(f"grugctl {name} (one experiment)", times)
             ratio = statistics.median(times) / statistics.median(jax_import)
