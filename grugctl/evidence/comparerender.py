@@ -11,7 +11,7 @@ from grugctl.evidence.stats import ci_level
 
 def headers(c: Comparison) -> list[str]:
     """The table's columns; the interval is at 1 - alpha, the level at which the verdict is given."""
-    return ["metric", "n", "candidate", "baseline", "delta", f"{ci_level(c.alpha)} CI", "p", "verdict"]
+    return ["metric", "n", "candidate", "baseline", "delta", f"{ci_level(1 - c.alpha)} CI", "p", "verdict"]
 
 
 _ANSI = {"better": "32", "worse": "31", "inconclusive": "33"}
@@ -135,7 +135,7 @@ def ladder_lines(c: Comparison) -> list[str]:
     fit = c.ladder
     if fit is None:
         return []
-    level = f"{ci_level(1 - fit.confidence)} CI"
+    level = f"{ci_level(fit.confidence)} CI"
     lines = [
         f"across sizes {', '.join(fit.sizes)}: val_bpb fitted against training FLOPs C, "
         f"{c.baseline} {fit.baseline_fit.formula()}, {c.candidate} {fit.candidate_fit.formula()}",

@@ -32,9 +32,9 @@ class Test:
     effect_size: float | None  # delta in units of its noise (Cohen's d, or d_z when paired)
 
 
-def ci_level(alpha: float) -> str:
-    """1 - alpha as a percentage, without trailing zeros: 0.01 -> "99%", 0.005 -> "99.5%"."""
-    return f"{(1 - alpha) * 100:.4g}%"
+def ci_level(confidence: float) -> str:
+    """A confidence as a percentage, without trailing zeros: 0.99 -> "99%", 0.995 -> "99.5%"."""
+    return f"{confidence * 100:.4g}%"
 
 
 def mean_sd(values: list[float]) -> tuple[float, float | None]:

@@ -547,7 +547,7 @@ def check_evidence(plan: PromotePlan) -> None:
     if multiplier is not None:
         if multiplier.ci_low is not None and multiplier.ci_low > 1:
             return
-        level = ci_level(1 - plan.evidence.ladder.confidence)
+        level = ci_level(plan.evidence.ladder.confidence)
         low = "none" if multiplier.ci_low is None else f"{multiplier.ci_low:.2f}x"
         seen = f"its compute multiplier at {multiplier.size} has a {level} interval starting at {low}"
         raise GrugError(
