@@ -77,6 +77,12 @@ def test_bf16_runs_its_matmuls_in_bf16_and_keeps_loss_and_gradients_fp32():
     jaxpr = jax.make_jaxpr(jax.value_and_grad(loss_fn), static_argnums=2)(params, tokens, BF16)
     dots = [eqn for eqn in all_equations(jaxpr.jaxpr) if eqn.primitive.name == "dot_general"]
     bf16 = lambda eqn: [v.aval.dtype == jnp.bfloat16 for v in eqn.invars]
+    # The rotary tables (cos and sin, for q and k, in every layer) are widened by an exact fp32 dot: the
+    # angles stay fp32 in either dtype.
+    highest = (jax.lax.Precision.HIGHEST,) * 2
+    tables = [eqn for eqn in dots if eqn.params["precision"] == highest]
+    assert len(tables) == 4 * BF16.num_layers and not any(any(bf16(eqn)) for eqn in tables)
+    dots = [eqn for eqn in dots if eqn.params["precision"] != highest]
     # Projections, MLP and LM head (2-D dots), forward and backward, are bf16 x bf16. Attention's
     # backward contracts the fp32 cotangents of its fp32 scores, so there only one operand is bf16.
     assert dots and all(any(bf16(eqn)) for eqn in dots)
