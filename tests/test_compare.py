@@ -216,6 +216,32 @@ def test_rows_of_a_shared_host_count_for_quality_but_not_for_wall_time(tmp_path)
     assert tokens_per_s["left_out"] == {"host ran other jobs at once": 2}
 
 
+def test_wall_time_is_compared_within_one_version_of_the_core(tmp_path):
+    # The starter's file is unchanged but the core it imports got faster (its git tree differs): quality
+    # still compares, wall time only against the baseline rows that ran the candidate's core.
+    root = make_repo(tmp_path)
+    new_experiment(root, IDEA, "--bucket", "mlp")
+    add_rows(root, STARTER, BASELINE)  # written before rows named their core
+    add_rows(root, STARTER, BASELINE[:3], core="core-new")
+    add_rows(root, IDEA, CANDIDATE, core="core-new")
+    val_bpb, tokens_per_s = compare_json(root, "--metric", "val_bpb", "--metric", "tokens_per_s")["metrics"]
+    assert val_bpb["n_baseline"] == 8 and not val_bpb["left_out"]
+    assert (tokens_per_s["n_candidate"], tokens_per_s["n_baseline"]) == (5, 3)
+    assert tokens_per_s["left_out"] == {"other core": 5}
+
+
+def test_a_record_names_its_core_in_its_row():
+    record = {
+        "git": {"commit": "a" * 40, "dirty": False, "experiment_blob": "b" * 40, "core_tree": "c" * 40},
+        "metrics": {"steps": 10, "val_loss": 1.0, "val_bpb": 1.4, "steps_to_target": None,
+                    "tokens_to_target": None, "time_to_target_s": None, "tokens_per_s": 10.0},
+        "seed": 0, "config_hash": "cfg", "pair": None, "smoke": False, "date": "2026-12-06T00:00:00Z",
+    }  # fmt: skip
+    assert records.summary_row(record, "runs/x.json")["core"] == "c" * 12
+    record["git"]["core_tree"] = None  # a repository with no commit yet
+    assert "core" not in records.summary_row(record, "runs/x.json")
+
+
 def test_archive_status_is_a_leaderboard(tmp_path):
     root = make_repo(tmp_path)
     new_experiment(root, IDEA, "--bucket", "mlp")

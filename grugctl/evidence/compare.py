@@ -2,8 +2,9 @@
 
 Reads only archive.yaml's summary rows (records.summary_row). Rows that must not be mixed are left out
 and counted: failed runs, smoke runs, damaged records, runs of other code than the file now on disk,
-other sizes, step counts or configs, and, for wall-time metrics, other machines and runs whose machine
-ran other runs at once (`shared_host`, set by hostjobs). Rows that share a `pair` id ran back to back
+other sizes, step counts or configs, and, for wall-time metrics, other machines, other versions of the
+core (`core`, its git tree) and runs whose machine ran other runs at once (`shared_host`, set by
+hostjobs). Rows that share a `pair` id ran back to back
 on one machine with the same seed, and are compared with the paired t-test; otherwise Welch's t-test.
 
 Sizes, data and settings are never mixed: an experiment with runs at several sizes of the ladder gets
@@ -231,6 +232,13 @@ def compare_metric(candidate: list[dict], baseline: list[dict], metric: Metric, 
         left_out["other host"] += sum(row.get("host") != host for row in candidate + baseline)
         candidate = [row for row in candidate if row.get("host") == host]
         baseline = [row for row in baseline if row.get("host") == host]
+        # An experiment's code id covers its own file, not the core it imports: a core that got faster
+        # under the same starter code (host memory, rotary tables) would pass for a faster idea. Rows
+        # written before rows named their core have none, and compare only with each other.
+        core = Counter(row.get("core") for row in candidate).most_common(1)[0][0] if candidate else None
+        left_out["other core"] += sum(row.get("core") != core for row in candidate + baseline)
+        candidate = [row for row in candidate if row.get("core") == core]
+        baseline = [row for row in baseline if row.get("core") == core]
     left_out["no value"] += sum(_value(row, metric) is None for row in candidate + baseline)
     candidate = [row for row in candidate if _value(row, metric) is not None]
     baseline = [row for row in baseline if _value(row, metric) is not None]

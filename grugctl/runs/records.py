@@ -242,6 +242,8 @@ def summary_row(record: dict, path: str) -> dict:
         "flops": record.get("flops"),
         "host": host.get("id"),
     }
+    if source.get("core_tree"):  # compare keeps wall-time metrics within one core: its speed moves too
+        row["core"] = source["core_tree"][:12]
     if data_key(record.get("data")):
         row["data"] = data_key(record.get("data"))
     if settings_text(record.get("settings")):
