@@ -20,13 +20,15 @@ import sys
 
 # mallopt's parameter numbers, from glibc's <malloc.h>.
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
-NEVER_TRIM = 2**31 - 1  # mallopt takes an int: the largest threshold it can hold
+# glibc keeps the threshold as a size_t, so -1 is its largest value; 2**31 - 1 would still trim whenever
+# 2 GiB lay free at the top of the heap, and a larger step would fault again.
+NEVER_TRIM = -1
 OPT_OUT = "GRUG_KEEP_HOST_MEMORY"
 
 
 def keep_freed_host_memory() -> bool:
-    """Tell glibc's malloc to reuse freed memory rather than return it to the kernel; True when it
-    applied (False off Linux, under another C library, or when GRUG_KEEP_HOST_MEMORY=0).
+    """Tell glibc's malloc to reuse freed memory rather than return it to the kernel; True when mallopt
+    accepted every setting (False off Linux, under another C library, or when GRUG_KEEP_HOST_MEMORY=0).
 
     It must run before JAX's first computation: by then XLA's threads have arenas of their own, which
     keep mmapping. Importing grug_core calls it, so a script that imports grug_core before it computes

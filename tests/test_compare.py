@@ -223,23 +223,34 @@ def test_wall_time_is_compared_within_one_version_of_the_core(tmp_path):
     new_experiment(root, IDEA, "--bucket", "mlp")
     add_rows(root, STARTER, BASELINE)  # written before rows named their core
     add_rows(root, STARTER, BASELINE[:3], core="core-new")
+    add_rows(root, IDEA, CANDIDATE[:2])  # the idea's own older rows: the newest row's core decides
     add_rows(root, IDEA, CANDIDATE, core="core-new")
     val_bpb, tokens_per_s = compare_json(root, "--metric", "val_bpb", "--metric", "tokens_per_s")["metrics"]
-    assert val_bpb["n_baseline"] == 8 and not val_bpb["left_out"]
+    assert (val_bpb["n_candidate"], val_bpb["n_baseline"]) == (7, 8) and not val_bpb["left_out"]
     assert (tokens_per_s["n_candidate"], tokens_per_s["n_baseline"]) == (5, 3)
-    assert tokens_per_s["left_out"] == {"other core": 5}
+    assert tokens_per_s["left_out"] == {"other core": 7}
 
 
-def test_a_record_names_its_core_in_its_row():
+def test_a_row_names_its_records_core_and_is_held_to_it(tmp_path):
     record = {
+        "version": 1, "experiment": IDEA, "seed": 0, "date": "2026-12-06T00:00:00Z", "config": {},
         "git": {"commit": "a" * 40, "dirty": False, "experiment_blob": "b" * 40, "core_tree": "c" * 40},
-        "metrics": {"steps": 10, "val_loss": 1.0, "val_bpb": 1.4, "steps_to_target": None,
+        "metrics": {"steps": 10, "tokens": 40960, "val_loss": 1.0, "val_bpb": 1.4, "steps_to_target": None,
                     "tokens_to_target": None, "time_to_target_s": None, "tokens_per_s": 10.0},
-        "seed": 0, "config_hash": "cfg", "pair": None, "smoke": False, "date": "2026-12-06T00:00:00Z",
+        "config_hash": "cfg", "pair": None, "smoke": False,
     }  # fmt: skip
-    assert records.summary_row(record, "runs/x.json")["core"] == "c" * 12
-    record["git"]["core_tree"] = None  # a repository with no commit yet
-    assert "core" not in records.summary_row(record, "runs/x.json")
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(record))
+    row = records.summary_row(record, "run.json")
+    assert row["core"] == "c" * 12 and records.row_problem(tmp_path, IDEA, row) is None
+    # A row written before rows named their core lacks it and is still sound; one naming another core,
+    # or a core its record does not have (a repository with no commit yet), is not.
+    assert records.row_problem(tmp_path, IDEA, {k: v for k, v in row.items() if k != "core"}) is None
+    assert "on core" in records.row_problem(tmp_path, IDEA, {**row, "core": "d" * 12})
+    record["git"]["core_tree"] = None
+    path.write_text(json.dumps(record))
+    assert "core" not in records.summary_row(record, "run.json")
+    assert "on core" in records.row_problem(tmp_path, IDEA, row)
 
 
 def test_archive_status_is_a_leaderboard(tmp_path):

@@ -233,9 +233,10 @@ def compare_metric(candidate: list[dict], baseline: list[dict], metric: Metric, 
         candidate = [row for row in candidate if row.get("host") == host]
         baseline = [row for row in baseline if row.get("host") == host]
         # An experiment's code id covers its own file, not the core it imports: a core that got faster
-        # under the same starter code (host memory, rotary tables) would pass for a faster idea. Rows
-        # written before rows named their core have none, and compare only with each other.
-        core = Counter(row.get("core") for row in candidate).most_common(1)[0][0] if candidate else None
+        # under the same starter code (host memory, rotary tables) would pass for a faster idea. The
+        # newest candidate row names the core to compare on; rows written before rows named their core
+        # have none, and compare only with each other.
+        core = candidate[-1].get("core") if candidate else None
         left_out["other core"] += sum(row.get("core") != core for row in candidate + baseline)
         candidate = [row for row in candidate if row.get("core") == core]
         baseline = [row for row in baseline if row.get("core") == core]

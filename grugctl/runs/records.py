@@ -368,6 +368,9 @@ def row_problem(root: Path, entry_id: str, row: dict) -> str | None:
     # A record's data and settings must show on its row: without them it would pass for the defaults.
     claimed = [name for name in expected if name in row or name in (*ROW_KEYS_ALWAYS, "data", "settings")]
     differ = [name for name in claimed if name != "record" and row.get(name) != expected[name]]
+    # A row may lack its core (written before rows named it), but must not name one its record lacks.
+    if "core" in row and "core" not in expected:
+        differ.append("core")
     if differ:
         return f"{path} disagrees with its archive row on {', '.join(differ)}; restore the row or the record"
     return None
