@@ -4,8 +4,8 @@ Reads only archive.yaml's summary rows (records.summary_row). Rows that must not
 and counted: failed runs, smoke runs, damaged records, runs of other code than the file now on disk,
 other sizes, step counts or configs, and, for wall-time metrics, other machines, other versions of the
 core (`core`, its git tree) and runs whose machine ran other runs at once (`shared_host`, set by
-hostjobs). Rows that share a `pair` id ran back to back
-on one machine with the same seed, and are compared with the paired t-test; otherwise Welch's t-test.
+hostjobs). Rows that share a `pair` id ran back to back on one machine with the same seed, and are
+compared with the paired t-test; otherwise Welch's t-test.
 
 Sizes, data and settings are never mixed: an experiment with runs at several sizes of the ladder gets
 one comparison per size; the baseline's rows must have trained on the same data (dataset and tokenizer)
