@@ -68,6 +68,7 @@ def test_grugctl_run_smoke_records_every_seed_with_a_tracked_record(tmp_path):
         assert record["git"]["patch"] is None and row["code"] == record["git"]["code"][:12]
         assert len(record["git"]["experiment_blob"]) == 40  # the exact file, beside its code id
         assert record["git"]["core_tree"] == repo.head.commit.tree["grug_core"].hexsha
+        assert row["core"] == record["git"]["core_tree"][:12]  # compare's wall-time key
         assert record["seed"] == row["seed"] and record["eval_curve"][-1]["step"] == 2
         assert record["config"]["model"]["vocab_size"] == 256 and record["metrics"]["val_bpb"] > 0
         assert row["config"] == record["config_hash"] and row["host"] == record["host"]["id"]

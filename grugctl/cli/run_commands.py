@@ -211,14 +211,14 @@ def compare_command(
 ) -> None:
     """Is an experiment better than its baseline? n, mean ± sd, delta, CI, p and a verdict per metric.
 
-    Paired seeds (`grugctl run ID --paired`) use the paired t-test, other runs Welch's t-test
-    (scipy); the interval is at 1 - alpha, so it excludes zero exactly when the verdict is
-    significant. Smoke runs, other code, step counts or configs, and for wall-time metrics other
-    machines, are left out and counted. An inconclusive verdict says how many seeds the observed
-    effect would need. Runs that never reached the target count as slowest (rank tests). Each size
-    run gets its own table; with two or more, the largest adds the compute multiplier (how many times
-    the FLOPs the baseline needs for the candidate's loss) with its interval, and the trend. Runs on
-    other data or with other --set/--sweep settings are never mixed in. An experiment that swept one
+    Paired seeds (`grugctl run ID --paired`) use the paired t-test, other runs Welch's t-test (scipy);
+    the interval is at 1 - alpha, so it excludes zero exactly when the verdict is significant. Smoke
+    runs, other code, step counts or configs, and for wall-time metrics other machines and other
+    versions of the core, are left out and counted. An inconclusive verdict says how many seeds the
+    observed effect would need. Runs that never reached the target count as slowest (rank tests). Each
+    size run gets its own table; with two or more, the largest adds the compute multiplier (how many
+    times the FLOPs the baseline needs for the candidate's loss) with its interval, and the trend. Runs
+    on other data or with other --set/--sweep settings are never mixed in. An experiment that swept one
     field (and --tuned FIELD) is compared with each side at its own best value of it: chosen on the
     lowest seeds, tested on the others.
 

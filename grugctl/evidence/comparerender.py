@@ -182,9 +182,10 @@ def text(comparisons: list[Comparison], color: bool = False) -> str:
 def markdown(comparisons: list[Comparison]) -> str:
     out = []
     for c in comparisons:
+        columns = headers(c)
         out.append(f"**{heading(c)}**\n")
-        out.append("| " + " | ".join(headers(c)) + " |")
-        out.append("|" + " --- |" * len(headers(c)))
+        out.append("| " + " | ".join(columns) + " |")
+        out.append("|" + " --- |" * len(columns))
         for m in c.metrics:
             out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells(m)) + " |")
         out.append("")
